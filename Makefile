@@ -1,0 +1,43 @@
+# Two-command set-up: `make demo` and `make test` each create/update .venv on their own.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian's Mesa EGL/GL libraries for offscreen VTK rendering (installed only when no libEGL is present).
+GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libosmesa6
+
+.PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[scene,test]'
+	@touch $(STAMP)
+
+gl:
+	@if ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then :; else \
+	  echo "Installing Mesa EGL for offscreen rendering: $(GL_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $(GL_PACKAGES) >/dev/null; fi
+
+demo: $(STAMP) gl
+	$(BIN)/reactkd demo --out demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check REACTKD REACTKDTraining Testing benchmarks
+
+test: $(STAMP) gl lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) gl
+	$(BIN)/python benchmarks/run_all.py
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest Testing -m fuzz --hypothesis-profile=long
+
+train-demo: $(STAMP)
+	$(BIN)/python -m reactkd.demo_model --out build/demo-model
+
+clean:
+	rm -rf build demo .pytest_cache .ruff_cache

@@ -1,0 +1,141 @@
+"""Command line: `reactkd synth|train|evaluate|classify|simulate-ldct|demo` (contract in PRODUCT.md).
+
+Exit 0 on success; for bad input exit 2 with one `error: ...` line on stderr and no traceback. Heavy modules
+are imported inside the handlers so `reactkd --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ReactKDError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _fraction_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"doses must be fractions in (0, 1], got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reactkd", description="REACT-KD: HCC grading from CT / PET-CT.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="generate a synthetic dual-tracer PET/CT cohort")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--cases", type=_positive_int, default=30)
+    synth.add_argument("--size", choices=("small", "full"), default="small")
+    synth.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train a teacher or the student")
+    train.add_argument("--stage", required=True, choices=("teacher-sf", "teacher-dose", "student"))
+    train.add_argument("--manifest", required=True, type=Path)
+    train.add_argument("--out", required=True, type=Path)
+    train.add_argument("--config", type=Path)
+    train.add_argument("--teacher-sf", type=Path)
+    train.add_argument("--teacher-dose", type=Path)
+    train.add_argument("--fold", type=int, default=0)
+    train.add_argument("--folds", type=_positive_int, default=3)
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--device", choices=DEVICES, default="auto")
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model package on a cohort")
+    evaluate.add_argument("--manifest", required=True, type=Path)
+    evaluate.add_argument("--model", required=True, type=Path)
+    evaluate.add_argument("--out", required=True, type=Path)
+    evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1])
+    evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto")
+    evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
+
+    classify = sub.add_parser("classify", help="grade one case and write result, attention maps, graph, scene")
+    classify.add_argument("--ct", required=True, type=Path)
+    classify.add_argument("--pet-fdg", type=Path)
+    classify.add_argument("--pet-act", type=Path)
+    masks = classify.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--mask", type=Path, help="label map: 0 background, 1 liver, 2 tumour")
+    masks.add_argument("--liver", type=Path, help="binary liver mask (use with --tumor)")
+    classify.add_argument("--tumor", "--tumour", dest="tumor", type=Path)
+    classify.add_argument("--model", type=Path, help="model package folder (default: the shipped model)")
+    classify.add_argument("--out", required=True, type=Path)
+    classify.add_argument("--device", choices=DEVICES, default="auto")
+    classify.add_argument("--no-render", action="store_true", help="skip overview.png and scene.mrb")
+
+    ldct = sub.add_parser("simulate-ldct", help="simulate a low-dose CT from a full-dose CT")
+    ldct.add_argument("--ct", required=True, type=Path)
+    ldct.add_argument("--dose", required=True, type=float)
+    ldct.add_argument("--out", required=True, type=Path)
+    ldct.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="generate a full-size synthetic PET/CT case and classify it")
+    demo.add_argument("--out", type=Path, default=Path("demo"))
+    demo.add_argument("--device", choices=DEVICES, default="auto")
+    return parser
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    from .synth import write_cohort
+
+    manifest = write_cohort(args.out, args.cases, size=args.size, seed=args.seed)
+    print(f"wrote {args.cases} cases and {manifest}")
+
+
+def _run_ldct(args: argparse.Namespace) -> None:
+    from .io import read_image, write_image
+    from .ldct import simulate_low_dose_image
+
+    if not 0 < args.dose <= 1:
+        raise ReactKDError(f"--dose must be a fraction in (0, 1], got {args.dose}")
+    image = read_image(args.ct, name="--ct")
+    write_image(simulate_low_dose_image(image, args.dose, seed=args.seed), args.out)
+    print(f"wrote {args.out} (dose {args.dose:g})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"synth": _run_synth, "simulate-ldct": _run_ldct}
+    try:
+        if args.command in handlers:
+            handlers[args.command](args)
+        elif args.command == "train":
+            from .training.cli import run_train
+            run_train(args)
+        elif args.command == "evaluate":
+            from .evaluation.cli import run_evaluate
+            run_evaluate(args)
+        elif args.command == "classify":
+            from .inference.cli import run_classify
+            run_classify(args)
+        elif args.command == "demo":
+            from .inference.demo import run_demo
+            run_demo(args)
+    except ReactKDError as exc:
+        message = " | ".join(line for line in str(exc).splitlines() if line.strip())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

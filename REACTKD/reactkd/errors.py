@@ -1,0 +1,34 @@
+"""Exception types. Every user mistake raises a subclass of ReactKDError; the CLI turns it into one
+`error:` line and exit code 2."""
+
+
+class ReactKDError(Exception):
+    """Base class for all errors caused by bad input or configuration."""
+
+
+class ImageReadError(ReactKDError):
+    """A file or folder could not be read as a 3D image."""
+
+
+class GeometryError(ReactKDError):
+    """Image geometry is unusable (spacing, direction, overlap, size)."""
+
+
+class MaskError(ReactKDError):
+    """A liver/tumour mask is empty, inconsistent or has unknown labels."""
+
+
+class ManifestError(ReactKDError):
+    """A cohort manifest is malformed or points at missing files."""
+
+
+class ConfigError(ReactKDError):
+    """A configuration file or option is invalid."""
+
+
+class ModelPackageError(ReactKDError):
+    """A model package is missing, tampered with or incompatible."""
+
+
+class DeviceError(ReactKDError):
+    """The requested compute device is unknown or unavailable."""

@@ -1,0 +1,210 @@
+"""Image I/O with SimpleITK: NIfTI, NRRD, MetaImage and DICOM series folders, with geometry kept exactly.
+
+Arrays follow SimpleITK's numpy convention: shape (z, y, x). Physical space is ITK's LPS (millimetres).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import atomic_path
+from .errors import GeometryError, ImageReadError
+
+#: Refuse images with more voxels than this before allocating them (a 1024^2 x 2000 CT is ~2.1e9).
+MAX_VOXELS = 2_200_000_000
+#: Plausible voxel spacing range in mm.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 100.0
+
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of a 3D image: size (x, y, z), spacing (mm), origin (mm, LPS) and 3x3 direction."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def index_to_physical(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous continuous index (x, y, z, 1) to LPS millimetres."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.asarray(self.direction).reshape(3, 3) @ np.diag(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def index_to_ras(self) -> np.ndarray:
+        """4x4 IJK-to-RAS matrix as Slicer uses it (RAS = diag(-1, -1, 1) LPS)."""
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.index_to_physical()
+
+    def same_as(self, other: Geometry, tol: float = 1e-4) -> bool:
+        return (self.size == other.size
+                and np.allclose(self.spacing, other.spacing, atol=tol)
+                and np.allclose(self.origin, other.origin, atol=tol)
+                and np.allclose(self.direction, other.direction, atol=tol))
+
+
+def _check_header(path: str, reader: sitk.ImageFileReader) -> None:
+    dim = reader.GetDimension()
+    size = reader.GetSize()
+    if dim == 4 and size[3] == 1:
+        return
+    if dim != 3:
+        raise ImageReadError(f"{path}: expected a 3D image, got {dim}D with size {size}")
+    if reader.GetNumberOfComponents() != 1:
+        raise ImageReadError(f"{path}: expected a scalar image, got {reader.GetNumberOfComponents()} components")
+    if int(np.prod(size, dtype=np.int64)) > MAX_VOXELS:
+        raise GeometryError(f"{path}: image of size {size} is too large (more than {MAX_VOXELS} voxels)")
+
+
+def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
+    """Check that an image is 3D, scalar, of sane spacing and free of NaN/Inf; return it as float32."""
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        raise ImageReadError(f"{name}: expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(f"{name}: expected a scalar image, got a multi-component image")
+    if int(np.prod(image.GetSize(), dtype=np.int64)) > MAX_VOXELS:
+        raise GeometryError(f"{name}: image of size {image.GetSize()} is too large")
+    if min(image.GetSize()) < 2:
+        raise ImageReadError(f"{name}: a 3D volume needs at least 2 voxels along each axis, got {image.GetSize()}")
+    spacing = np.asarray(image.GetSpacing())
+    if not np.all(np.isfinite(spacing)) or spacing.min() < MIN_SPACING_MM or spacing.max() > MAX_SPACING_MM:
+        raise GeometryError(f"{name}: implausible voxel spacing {tuple(spacing)} mm")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+        raise GeometryError(f"{name}: direction matrix is not orthonormal")
+    if not np.all(np.isfinite(image.GetOrigin())):
+        raise GeometryError(f"{name}: origin is not finite")
+    return image
+
+
+def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
+    """Read a 3D image from a file (NIfTI, NRRD, MetaImage, ...) or a DICOM series folder.
+
+    Raises ImageReadError / GeometryError with a one-line message for anything unusable. Pixel values
+    are returned as float32; NaN or infinite voxels are an error.
+    """
+    path = str(path)
+    name = name or path
+    if os.path.isdir(path):
+        image = _read_dicom_folder(path)
+    else:
+        if not os.path.isfile(path):
+            raise ImageReadError(f"{name}: file not found")
+        if os.path.getsize(path) == 0:
+            raise ImageReadError(f"{name}: file is empty")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise ImageReadError(f"{name}: not a readable image ({_first_line(exc)})") from None
+        _check_header(name, reader)
+        try:
+            image = reader.Execute()
+        except (RuntimeError, MemoryError) as exc:
+            raise ImageReadError(f"{name}: image data could not be read ({_first_line(exc)})") from None
+    image = validate_image(image, name)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(array).all():
+        raise ImageReadError(f"{name}: contains NaN or infinite voxels")
+    return image
+
+
+def _read_dicom_folder(path: str) -> sitk.Image:
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(path)
+    except RuntimeError:
+        series = ()
+    if not series:
+        raise ImageReadError(f"{path}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise ImageReadError(f"{path}: folder holds {len(series)} DICOM series; give a folder with exactly one")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path, series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise ImageReadError(f"{path}: DICOM series could not be read ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(exc).__name__
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write an image atomically; the format follows the suffix (.nii.gz, .nrrd, .mha, ...)."""
+    path = Path(path)
+    if not str(path).lower().endswith(WRITABLE_SUFFIXES):
+        raise ImageReadError(f"{path}: unsupported output format (use one of {', '.join(WRITABLE_SUFFIXES)})")
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return path
+
+
+def to_numpy(image: sitk.Image) -> tuple[np.ndarray, Geometry]:
+    """Copy an image to a (z, y, x) array plus its geometry."""
+    return sitk.GetArrayFromImage(image), Geometry.of(image)
+
+
+def from_numpy(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """Build an image from a (z, y, x) array on the given geometry."""
+    expected = tuple(reversed(geometry.size))
+    if array.shape != expected:
+        raise GeometryError(f"array shape {array.shape} does not match geometry size {geometry.size} (z, y, x = {expected})")
+    return geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
+
+
+def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, series_uid: str | None = None) -> Path:
+    """Write a CT-like image as a DICOM series (one file per slice), mainly for tests and sample data."""
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image16 = sitk.Cast(sitk.Round(image), sitk.sitkInt16)
+    direction = image.GetDirection()
+    uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1000)}"
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image16.GetDepth()):
+        slice_k = image16[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": "CT",
+            "0020|000e": uid,
+            "0020|000d": uid + ".1",
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6],
+                                                         direction[1], direction[4], direction[7])),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0013": str(k + 1),
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+            "0028|1052": "0",
+            "0028|1053": "1",
+        }
+        for tag, value in tags.items():
+            slice_k.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
+        writer.Execute(slice_k)
+    return folder

@@ -1,0 +1,129 @@
+"""Cohort manifest: a CSV with one row per scan (case_id, patient_id, label, ct, pet_fdg, pet_act, mask).
+
+Paths are relative to the manifest's folder; an empty cell means the modality is absent. Validation
+collects every problem and reports them together, one line each.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import CLASS_NAMES
+from .errors import ManifestError
+
+COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
+IMAGE_COLUMNS = ("ct", "pet_fdg", "pet_act", "mask")
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One scan of the cohort with absolute paths (None = modality absent)."""
+
+    case_id: str
+    patient_id: str
+    label: int
+    ct: Path
+    pet_fdg: Path | None
+    pet_act: Path | None
+    mask: Path
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in ("ct", "pet_fdg", "pet_act") if getattr(self, m) is not None)
+
+
+def parse_label(value: str) -> int:
+    """Accept a class index (0, 1, 2) or a class name (well, moderate, poor)."""
+    text = value.strip().lower()
+    if text in CLASS_NAMES:
+        return CLASS_NAMES.index(text)
+    if text.isdigit() and int(text) < len(CLASS_NAMES):
+        return int(text)
+    raise ValueError(f"unknown label {value!r} (expected 0-{len(CLASS_NAMES) - 1} or one of {', '.join(CLASS_NAMES)})")
+
+
+def _resolve(root: Path, cell: str, where: str, problems: list[str]) -> Path | None:
+    cell = cell.strip()
+    if not cell:
+        return None
+    relative = Path(cell)
+    if relative.is_absolute() or os.path.splitdrive(cell)[0]:
+        problems.append(f"{where}: absolute path {cell!r} is not allowed (paths are relative to the manifest)")
+        return None
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        problems.append(f"{where}: path {cell!r} points outside the cohort folder")
+        return None
+    if not resolved.exists():
+        problems.append(f"{where}: file not found: {cell}")
+        return None
+    return resolved
+
+
+def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
+    """Read and validate a manifest; raise ManifestError listing every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")
+    root = path.parent
+    records: list[CaseRecord] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for line_no, raw in enumerate(reader, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        where = f"{path.name} line {line_no}"
+        case_id = row["case_id"]
+        if not case_id:
+            problems.append(f"{where}: empty case_id")
+        elif case_id in seen:
+            problems.append(f"{where}: duplicate case_id {case_id!r} (first on line {seen[case_id]})")
+        else:
+            seen[case_id] = line_no
+        if not row["patient_id"]:
+            problems.append(f"{where}: empty patient_id")
+        try:
+            label = parse_label(row["label"])
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            label = -1
+        if not row["ct"]:
+            kind = "PET without CT" if (row["pet_fdg"] or row["pet_act"]) else "no CT"
+            problems.append(f"{where}: {kind}: the ct column is required")
+        if not row["mask"]:
+            problems.append(f"{where}: the mask column is required (liver/tumour label map)")
+        paths = {c: _resolve(root, row[c], f"{where} ({c})", problems) for c in IMAGE_COLUMNS}
+        if paths["ct"] and paths["mask"] and label >= 0 and case_id:
+            records.append(CaseRecord(case_id, row["patient_id"], label, paths["ct"], paths["pet_fdg"],
+                                      paths["pet_act"], paths["mask"]))
+    if not problems and not records:
+        problems.append(f"{path}: manifest has no cases")
+    if problems:
+        raise ManifestError("invalid manifest:\n" + "\n".join(problems))
+    return records
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]]) -> Path:
+    """Write manifest rows (values already relative to the manifest's folder) atomically."""
+    import io
+
+    from .atomic import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") or "" for c in COLUMNS})
+    write_text_atomic(path, buffer.getvalue())
+    return Path(path)

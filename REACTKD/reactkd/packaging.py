@@ -1,0 +1,134 @@
+"""Model packages: a folder with `model.safetensors` (weights only) and `metadata.json`.
+
+Loading checks the SHA-256 of the weights against the metadata before parsing them, refuses anything that is
+not a safetensors file (a pickle is never opened), and bounds the header size so a hostile file cannot make
+the parser allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_path, write_text_atomic
+from .errors import ModelPackageError
+
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+REQUIRED_KEYS = ("name", "version", "architecture", "architecture_args", "class_names", "input_modalities",
+                 "preprocessing", "sha256")
+
+
+@dataclass
+class ModelPackage:
+    """A verified model package: the rebuilt network in eval mode plus its metadata."""
+
+    path: Path
+    metadata: dict
+    model: object  # torch.nn.Module
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Refuse files that are not safetensors (pickles, zips, truncated files, absurd headers)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        raise ModelPackageError(f"{path}: not a safetensors file (too short)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if head[:1] in (b"\x80", b"PK") or head[8:9] != b"{":
+        raise ModelPackageError(f"{path}: not a safetensors file (refusing to open it; pickles are never loaded)")
+    if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
+        raise ModelPackageError(f"{path}: safetensors header of {header_len} bytes is invalid or too large")
+
+
+def read_metadata(model_dir: str | os.PathLike) -> dict:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelPackageError(f"{model_dir}: model package folder not found")
+    meta_path = model_dir / METADATA_FILE
+    if not meta_path.is_file() or not (model_dir / WEIGHTS_FILE).is_file():
+        raise ModelPackageError(f"{model_dir}: a model package needs {WEIGHTS_FILE} and {METADATA_FILE}")
+    if meta_path.stat().st_size > 4 * 1024 * 1024:
+        raise ModelPackageError(f"{meta_path}: metadata file is implausibly large")
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelPackageError(f"{meta_path}: invalid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise ModelPackageError(f"{meta_path}: metadata must be a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise ModelPackageError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    return metadata
+
+
+def verify_package(model_dir: str | os.PathLike) -> dict:
+    """Check files, header and checksum; return the metadata. Raises ModelPackageError on any mismatch."""
+    model_dir = Path(model_dir)
+    metadata = read_metadata(model_dir)
+    weights = model_dir / WEIGHTS_FILE
+    if weights.is_symlink() or not weights.resolve().is_relative_to(model_dir.resolve()):
+        raise ModelPackageError(f"{weights}: weights must be a regular file inside the package folder")
+    check_safetensors_header(weights)
+    actual = sha256_of(weights)
+    if actual != metadata["sha256"]:
+        raise ModelPackageError(f"{weights}: checksum mismatch (expected {str(metadata['sha256'])[:12]}..., "
+                                f"got {actual[:12]}...); the file was modified or corrupted")
+    return metadata
+
+
+def save_package(model, out_dir: str | os.PathLike, metadata: dict) -> Path:
+    """Write weights and metadata atomically; fills in `sha256`. Metadata must hold the REQUIRED_KEYS but sha256."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    metadata = {**metadata, "sha256": sha256_of(out_dir / WEIGHTS_FILE), "weights": WEIGHTS_FILE}
+    missing = [k for k in REQUIRED_KEYS if k not in metadata]
+    if missing:
+        raise ModelPackageError(f"cannot save a model package without {', '.join(missing)}")
+    write_text_atomic(out_dir / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPackage:
+    """Verify and load a package; the network comes back in eval mode on `device`."""
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    metadata = verify_package(model_dir)
+    try:
+        model = build_model(metadata["architecture"], **metadata["architecture_args"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelPackageError(f"{model_dir}: cannot build architecture {metadata['architecture']!r} ({exc})") from None
+    state = load_file(str(Path(model_dir) / WEIGHTS_FILE), device="cpu")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelPackageError(f"{model_dir}: weights do not fit the architecture ({str(exc).splitlines()[0]})") from None
+    model.eval().to(device)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return ModelPackage(Path(model_dir), metadata, model)

@@ -1,0 +1,236 @@
+"""Preprocessing shared by training and inference (one implementation, byte for byte).
+
+Steps (METHOD.md): validate the masks on the CT grid, crop to the liver bounding box plus a margin, resample
+CT, PET and the label map directly onto a fixed model grid covering that box (PET linear, mask nearest), clean
+the label map on the grid while keeping every tumour component, window the CT and normalise PET. The model
+grid's geometry is kept so any map on it (or on a coarser feature grid over the same box) goes back onto the
+native CT grid exactly with `to_native`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from . import MODALITIES
+from .errors import GeometryError, MaskError
+from .io import Geometry
+
+LIVER, TUMOUR = 1, 2
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing settings; stored in every model package so inference repeats training exactly."""
+
+    grid: tuple[int, int, int] = (64, 128, 128)  # D, H, W of the model input
+    margin_mm: float = 10.0
+    ct_window: tuple[float, float] = (-160.0, 240.0)
+    pet_percentiles: tuple[float, float] = (1.0, 99.0)
+    zscore: bool = False
+    min_liver_island_fraction: float = 0.05  # liver islands below this share of the largest are dropped
+
+    def __post_init__(self) -> None:
+        if len(self.grid) != 3 or min(self.grid) < 8:
+            raise GeometryError(f"model grid {self.grid} must be three sizes of at least 8")
+        if self.margin_mm < 0:
+            raise GeometryError("margin_mm must be >= 0")
+        if not self.ct_window[0] < self.ct_window[1]:
+            raise GeometryError(f"CT window {self.ct_window} must be (low, high) with low < high")
+
+    def to_dict(self) -> dict:
+        return {"grid": list(self.grid), "margin_mm": self.margin_mm, "ct_window": list(self.ct_window),
+                "pet_percentiles": list(self.pet_percentiles), "zscore": self.zscore,
+                "min_liver_island_fraction": self.min_liver_island_fraction}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**known)
+
+
+@dataclass
+class PreprocessedCase:
+    """A case on the model grid. `images` is (3, D, H, W) normalised in MODALITIES order (zeros if absent)."""
+
+    images: np.ndarray
+    available: np.ndarray  # (3,) bool
+    ct_hu: np.ndarray  # (D, H, W) HU on the model grid, for the low-dose simulator
+    label_map: np.ndarray  # (D, H, W) uint8, cleaned
+    grid: Geometry  # model grid geometry (LPS)
+    native: Geometry  # CT geometry
+    crop_index: tuple[tuple[int, int], ...] = field(default=())  # native (x, y, z) [start, stop) of the crop
+
+
+def check_mask(ct: sitk.Image, mask: sitk.Image) -> np.ndarray:
+    """Validate a label map against its CT and return it as a uint8 (z, y, x) array."""
+    if not Geometry.of(mask).same_as(Geometry.of(ct), tol=1e-3):
+        raise GeometryError("mask geometry (size, spacing, origin or direction) does not match the CT; "
+                            "resample the segmentation onto the CT first")
+    array = sitk.GetArrayViewFromImage(mask)
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > TUMOUR or not np.array_equal(array, np.round(array)):
+        raise MaskError(f"mask values must be 0 (background), 1 (liver) and 2 (tumour); found range [{low:g}, {high:g}]")
+    labels = array.astype(np.uint8)
+    counts = np.bincount(labels.ravel(), minlength=3)
+    if counts[LIVER] + counts[TUMOUR] == 0:
+        raise MaskError("mask has no liver (label 1) or tumour (label 2) voxels")
+    return labels
+
+
+def liver_box(labels: np.ndarray, spacing_xyz: tuple[float, float, float], margin_mm: float) -> tuple[tuple[int, int], ...]:
+    """Index box (x, y, z) [start, stop) around liver + tumour voxels, grown by margin_mm, clipped to the image."""
+    organ = labels > 0
+    box = []
+    for axis_zyx, spacing in zip((2, 1, 0), spacing_xyz):
+        other = tuple(a for a in range(3) if a != axis_zyx)
+        present = np.flatnonzero(organ.any(axis=other))
+        grow = int(np.ceil(margin_mm / spacing))
+        size = labels.shape[axis_zyx]
+        box.append((max(int(present[0]) - grow, 0), min(int(present[-1]) + 1 + grow, size)))
+    return tuple(box)
+
+
+def grid_geometry(native: Geometry, box: tuple[tuple[int, int], ...], grid_dhw: tuple[int, int, int]) -> Geometry:
+    """Geometry of a grid of size grid_dhw whose voxels tile the native index box exactly."""
+    size_xyz = tuple(int(s) for s in reversed(grid_dhw))
+    extent = np.array([stop - start for start, stop in box], dtype=float)
+    factor = extent / np.array(size_xyz, dtype=float)
+    spacing = np.asarray(native.spacing) * factor
+    # Centre of the first output voxel in native continuous index: box start - 0.5 + 0.5 * factor.
+    first = np.array([start for start, _ in box], dtype=float) - 0.5 + 0.5 * factor
+    origin = native.index_to_physical() @ np.append(first, 1.0)
+    return Geometry(size_xyz, tuple(float(s) for s in spacing), tuple(float(o) for o in origin[:3]),
+                    native.direction)
+
+
+def coarser_geometry(grid: Geometry, shape_dhw: tuple[int, int, int]) -> Geometry:
+    """Geometry of a coarser grid (e.g. a feature map) covering exactly the same box as `grid`."""
+    size_xyz = tuple(int(s) for s in reversed(shape_dhw))
+    factor = np.asarray(grid.size, dtype=float) / np.asarray(size_xyz, dtype=float)
+    first = -0.5 + 0.5 * factor
+    origin = grid.index_to_physical() @ np.append(first, 1.0)
+    spacing = np.asarray(grid.spacing) * factor
+    return Geometry(size_xyz, tuple(float(s) for s in spacing), tuple(float(o) for o in origin[:3]), grid.direction)
+
+
+def resample_to(image: sitk.Image, geometry: Geometry, interpolator: int, default: float = 0.0) -> sitk.Image:
+    """Resample `image` onto `geometry` (identity transform in physical space)."""
+    return sitk.Resample(image, list(geometry.size), sitk.Transform(), interpolator, list(geometry.origin),
+                         list(geometry.spacing), list(geometry.direction), default, sitk.sitkFloat32)
+
+
+def overlap_fraction(image: sitk.Image, geometry: Geometry) -> float:
+    """Share of the grid's voxel centres that fall inside `image`'s field of view."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    inside = sitk.Resample(ones, list(geometry.size), sitk.Transform(), sitk.sitkNearestNeighbor,
+                           list(geometry.origin), list(geometry.spacing), list(geometry.direction), 0, sitk.sitkUInt8)
+    return float(sitk.GetArrayViewFromImage(inside).mean())
+
+
+def clean_label_map(labels: np.ndarray, min_liver_island_fraction: float) -> np.ndarray:
+    """Drop small liver islands and tumour voxels detached from the liver, keep every tumour component."""
+    organ = labels > 0
+    components, count = ndimage.label(organ)
+    if count == 0:
+        raise MaskError("the liver mask is empty on the model grid")
+    sizes = np.bincount(components.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_liver_island_fraction * sizes.max()) + 1
+    kept = np.isin(components, keep)
+    tumour = labels == TUMOUR
+    tumour_components, n_tumours = ndimage.label(tumour)
+    if n_tumours:
+        # A tumour is part of the organ mask; it is "outside the liver" if none of its neighbours is liver.
+        liver_near = ndimage.binary_dilation(labels == LIVER, iterations=1)
+        touching = np.unique(tumour_components[liver_near & tumour])
+        detached = np.setdiff1d(np.arange(1, n_tumours + 1), touching)
+        if detached.size:
+            raise MaskError(f"{detached.size} tumour component(s) lie outside the liver")
+    cleaned = np.where(kept, labels, 0).astype(np.uint8)
+    return cleaned
+
+
+def normalise_ct(ct_hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip CT to the HU window and scale to [0, 1] (also used on simulated low-dose CT)."""
+    low, high = window
+    return ((np.clip(ct_hu, low, high) - low) / (high - low)).astype(np.float32)
+
+
+def normalise_pet(pet: np.ndarray, body: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Clip PET to its percentile range inside the body and scale to [0, 1]."""
+    values = pet[body] if body.any() else pet.ravel()
+    low, high = np.percentile(values, percentiles)
+    if high - low < 1e-6:  # nearly uniform uptake: fall back to the full range before giving up
+        low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:
+        return np.zeros_like(pet, dtype=np.float32)
+    return ((np.clip(pet, low, high) - low) / (high - low)).astype(np.float32)
+
+
+def _zscore(volume: np.ndarray) -> np.ndarray:
+    std = float(volume.std())
+    return ((volume - volume.mean()) / std).astype(np.float32) if std > 1e-6 else volume
+
+
+def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None = None,
+                    pet_act: sitk.Image | None = None, config: PreprocessConfig | None = None,
+                    require_tumour: bool = True) -> PreprocessedCase:
+    """Bring one case onto the model grid. Raises GeometryError / MaskError for unusable input."""
+    config = config or PreprocessConfig()
+    native = Geometry.of(ct)
+    labels = check_mask(ct, mask)
+    if require_tumour and not (labels == TUMOUR).any():
+        raise MaskError("mask has no tumour (label 2) voxels")
+    box = liver_box(labels, native.spacing, config.margin_mm)
+    grid = grid_geometry(native, box, config.grid)
+    # Crop first so resampling touches only the liver region of large CTs.
+    crop = [slice(start, stop) for start, stop in box]
+    ct_crop = ct[crop[0], crop[1], crop[2]]
+    mask_crop = mask[crop[0], crop[1], crop[2]]
+    ct_hu = sitk.GetArrayFromImage(resample_to(ct_crop, grid, sitk.sitkLinear, default=-1024.0))
+    label_map = sitk.GetArrayFromImage(resample_to(mask_crop, grid, sitk.sitkNearestNeighbor)).astype(np.uint8)
+    label_map = clean_label_map(label_map, config.min_liver_island_fraction)
+    if require_tumour and not (label_map == TUMOUR).any():
+        raise MaskError("the tumour is too small to be seen on the model grid")
+    images = np.zeros((len(MODALITIES), *config.grid), dtype=np.float32)
+    available = np.zeros(len(MODALITIES), dtype=bool)
+    images[0] = normalise_ct(ct_hu, config.ct_window)
+    available[0] = True
+    body = ct_hu > -500.0
+    for channel, (name, pet) in enumerate((("FDG PET", pet_fdg), ("acetate PET", pet_act)), start=1):
+        if pet is None:
+            continue
+        if overlap_fraction(pet, grid) < 0.5:
+            raise GeometryError(f"{name} does not overlap the CT's liver region (check its registration)")
+        pet_grid = sitk.GetArrayFromImage(resample_to(pet, grid, sitk.sitkLinear))
+        images[channel] = normalise_pet(pet_grid, body, config.pet_percentiles)
+        available[channel] = True
+    if config.zscore:
+        images[available] = np.stack([_zscore(v) for v in images[available]])
+    return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box)
+
+
+def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],
+              interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Map a (d, h, w) volume on the model grid, or on any coarser grid over the same box, onto the native CT grid.
+
+    Only the crop box is resampled (the rest is 0), so this is cheap even for large CTs.
+    """
+    shape = tuple(volume.shape)
+    source_geometry = grid if shape == tuple(reversed(grid.size)) else coarser_geometry(grid, shape)
+    source = source_geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(volume, dtype=np.float32)))
+    box_size = [stop - start for start, stop in box]
+    box_origin = native.index_to_physical() @ np.array([start for start, _ in box] + [1.0], dtype=float)
+    box_geometry = Geometry(tuple(box_size), native.spacing, tuple(box_origin[:3]), native.direction)
+    # Extrapolate to the box edges (nearest) rather than pad with 0: the grid's outer voxel centres lie half a
+    # voxel inside the box.
+    inside = sitk.Resample(source, box_geometry.size, sitk.Transform(), interpolator, box_geometry.origin,
+                           box_geometry.spacing, box_geometry.direction, 0.0, sitk.sitkFloat32, True)
+    full = np.zeros(tuple(reversed(native.size)), dtype=np.float32)
+    (x0, x1), (y0, y1), (z0, z1) = box
+    full[z0:z1, y0:y1, x0:x1] = sitk.GetArrayViewFromImage(inside)
+    return native.apply_to(sitk.GetImageFromArray(full))

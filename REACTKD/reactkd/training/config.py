@@ -1,0 +1,152 @@
+"""Training configuration: typed dataclasses loaded from YAML with safe_load; unknown keys are an error.
+
+Example (every key optional; these are the defaults):
+
+    epochs: 30
+    batch_size: 4
+    learning_rate: 3.0e-4
+    weight_decay: 1.0e-4
+    loss: focal            # focal | ce
+    focal_gamma: 2.0
+    class_weights: null    # e.g. [1.0, 1.5, 1.0]
+    alpha: 0.7             # weight of logit KD (student)
+    lambda_graph: 1.0      # weight of region graph distillation (student)
+    temperature: 2.0
+    teacher_weights: [0.5, 0.5]   # structure-function, dose-aware
+    modality_dropout: 0.3
+    doses: [1.0, 0.5, 0.25, 0.1]  # dose teacher: dose fractions sampled per sample
+    early_stopping: 0      # epochs without validation AUC gain before stopping (0 = off)
+    preprocessing: {grid: [64, 128, 128], margin_mm: 10.0}
+    graph: {max_tumours: 8, liver_parcels: 8, ring_mm: 5.0, gw_epsilon: 0.05}
+    student: {init_filters: 16, blocks_down: [1, 2, 2, 4]}
+    teacher: {feature_size: 48}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+from ..preprocessing import PreprocessConfig
+
+
+@dataclass
+class GraphConfig:
+    max_tumours: int = 8
+    liver_parcels: int = 8
+    ring_mm: float = 5.0
+    gw_epsilon: float = 0.05
+    edge_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 4
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    class_weights: list[float] | None = None
+    alpha: float = 0.7
+    lambda_graph: float = 1.0
+    temperature: float = 2.0
+    teacher_weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    modality_dropout: float = 0.3
+    doses: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25, 0.1])
+    early_stopping: int = 0
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    preprocessing: dict = field(default_factory=dict)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    student: dict = field(default_factory=dict)
+    teacher: dict = field(default_factory=dict)
+
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocessing)
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch_size must be >= 1")
+        if self.loss not in ("focal", "ce"):
+            problems.append(f"loss must be 'focal' or 'ce', got {self.loss!r}")
+        if not 0 <= self.alpha <= 1:
+            problems.append("alpha must lie in [0, 1]")
+        if self.temperature <= 0 or self.learning_rate <= 0:
+            problems.append("temperature and learning_rate must be > 0")
+        if not 0 <= self.modality_dropout < 1:
+            problems.append("modality_dropout must lie in [0, 1)")
+        if any(not 0 < d <= 1 for d in self.doses) or not self.doses:
+            problems.append("doses must be fractions in (0, 1]")
+        if len(self.teacher_weights) != 2 or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0:
+            problems.append("teacher_weights must be two non-negative numbers, not both 0")
+        if self.class_weights is not None and len(self.class_weights) != 3:
+            problems.append("class_weights must list one weight per class (3)")
+        try:
+            self.preprocess_config()
+        except (TypeError, ValueError) as exc:
+            problems.append(f"preprocessing: {exc}")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def _coerce(name: str, expected, value):
+    """Check a YAML value against a dataclass field type (int/float/bool/str/list/dict/nested dataclass)."""
+    origin = typing.get_origin(expected)
+    if dataclasses.is_dataclass(expected):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {name!r} must be a mapping")
+        return _from_mapping(expected, value, prefix=f"{name}.")
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        options = typing.get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        expected = next(t for t in options if t is not type(None))
+        origin = typing.get_origin(expected)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    check = origin or expected
+    if check is float and isinstance(value, float) or check is not float and isinstance(value, check) \
+            and not (check is int and isinstance(value, bool)):
+        if origin is list:
+            (item,) = typing.get_args(expected)
+            return [_coerce(f"{name}[]", item, v) for v in value]
+        return value
+    raise ConfigError(f"config key {name!r} must be of type {getattr(check, '__name__', check)}, got {value!r}")
+
+
+def _from_mapping(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    return cls(**{k: _coerce(prefix + k, hints[k], v) for k, v in data.items()})
+
+
+def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """Load a YAML config (safe_load), apply keyword overrides that are not None, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a YAML mapping")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    config = _from_mapping(TrainConfig, data)
+    config.validate()
+    return config
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import make_case
+
+from reactkd.errors import GeometryError, MaskError
+from reactkd.io import Geometry
+from reactkd.preprocessing import PreprocessConfig, coarser_geometry, preprocess_case, to_native
+
+SMALL = PreprocessConfig(grid=(16, 32, 32))
+
+
+def test_output_shapes_ranges_and_availability(small_case):
+    ct, mask, pet = small_case
+    case = preprocess_case(ct, mask, pet_fdg=pet, config=SMALL)
+    assert case.images.shape == (3, 16, 32, 32) and case.images.dtype == np.float32
+    assert case.available.tolist() == [True, True, False]
+    assert case.images.min() >= 0 and case.images.max() <= 1
+    assert not case.images[2].any()
+    assert set(np.unique(case.label_map)) <= {0, 1, 2} and (case.label_map == 2).any()
+    assert case.grid.direction == Geometry.of(ct).direction
+
+
+def test_crop_covers_liver_with_margin(small_case):
+    ct, mask, _ = small_case
+    case = preprocess_case(ct, mask, config=SMALL)
+    labels = sitk.GetArrayFromImage(mask)
+    (x0, x1), (y0, y1), (z0, z1) = case.crop_index
+    inside = labels[z0:z1, y0:y1, x0:x1]
+    assert (inside > 0).sum() == (labels > 0).sum()
+    margin_x = int(np.ceil(SMALL.margin_mm / ct.GetSpacing()[0]))
+    assert x0 == np.flatnonzero((labels > 0).any(axis=(0, 1)))[0] - margin_x
+
+
+def test_blob_on_grid_maps_back_to_its_physical_point(small_case):
+    """A blob placed at a known physical point on the model grid lands at that point on the native grid."""
+    ct, mask, _ = small_case
+    case = preprocess_case(ct, mask, config=SMALL)
+    target_index = np.array([10.0, 20.0, 7.0, 1.0])  # grid (x, y, z)
+    point = case.grid.index_to_physical() @ target_index
+    blob = np.zeros(SMALL.grid, np.float32)
+    z, y, x = np.indices(SMALL.grid)
+    blob[:] = np.exp(-((x - 10) ** 2 + (y - 20) ** 2 + (z - 7) ** 2) / 2.0)
+    native = to_native(blob, case.grid, case.native, case.crop_index)
+    assert Geometry.of(native).same_as(Geometry.of(ct), tol=0)
+    array = sitk.GetArrayFromImage(native)
+    peak_zyx = np.unravel_index(np.argmax(array), array.shape)
+    peak_point = np.array(native.TransformIndexToPhysicalPoint([int(i) for i in peak_zyx[::-1]]))
+    assert np.linalg.norm(peak_point - point[:3]) <= np.linalg.norm(ct.GetSpacing())
+
+
+def test_coarse_feature_map_maps_back_onto_same_box(small_case):
+    ct, mask, _ = small_case
+    case = preprocess_case(ct, mask, config=SMALL)
+    coarse = coarser_geometry(case.grid, (4, 8, 8))
+    # The outer corners of the coarse grid's box equal those of the model grid's box.
+    corner_fine = case.grid.index_to_physical() @ [-0.5, -0.5, -0.5, 1]
+    corner_coarse = coarse.index_to_physical() @ [-0.5, -0.5, -0.5, 1]
+    np.testing.assert_allclose(corner_fine, corner_coarse, atol=1e-9)
+    ones = to_native(np.ones((4, 8, 8), np.float32), case.grid, case.native, case.crop_index)
+    array = sitk.GetArrayFromImage(ones)
+    (x0, x1), (y0, y1), (z0, z1) = case.crop_index
+    assert np.allclose(array[z0:z1, y0:y1, x0:x1], 1.0) and array.sum() == pytest.approx((x1 - x0) * (y1 - y0) * (z1 - z0))
+
+
+def test_ct_window_and_pet_normalisation(small_case):
+    ct, mask, pet = small_case
+    config = PreprocessConfig(grid=(16, 32, 32), ct_window=(0.0, 100.0))
+    case = preprocess_case(ct, mask, pet_act=pet, config=config)
+    expected = np.clip((case.ct_hu - 0.0) / 100.0, 0, 1)
+    np.testing.assert_allclose(case.images[0], expected, atol=1e-6)
+    tumour = case.label_map == 2
+    assert case.images[2][tumour].mean() > case.images[2][~tumour & (case.label_map == 1)].mean()
+
+
+def test_bad_masks_raise_mask_errors(small_case):
+    ct, mask, _ = small_case
+    labels = sitk.GetArrayFromImage(mask)
+    empty = sitk.GetImageFromArray(np.zeros_like(labels))
+    empty.CopyInformation(ct)
+    with pytest.raises(MaskError, match="no liver"):
+        preprocess_case(ct, empty, config=SMALL)
+    no_tumour = sitk.GetImageFromArray(np.minimum(labels, 1))
+    no_tumour.CopyInformation(ct)
+    with pytest.raises(MaskError, match="no tumour"):
+        preprocess_case(ct, no_tumour, config=SMALL)
+    odd = sitk.GetImageFromArray(np.where(labels == 2, 7, labels).astype(np.uint8))
+    odd.CopyInformation(ct)
+    with pytest.raises(MaskError, match="values"):
+        preprocess_case(ct, odd, config=SMALL)
+    outside = labels.copy()
+    outside[2:5, 2:5, 2:5] = 2  # detached tumour far from the liver
+    detached = sitk.GetImageFromArray(outside)
+    detached.CopyInformation(ct)
+    with pytest.raises(MaskError, match="outside the liver"):
+        preprocess_case(ct, detached, config=PreprocessConfig(grid=(32, 64, 64), margin_mm=100))
+
+
+def test_geometry_errors(small_case):
+    ct, mask, pet = small_case
+    shifted = sitk.Image(mask)
+    shifted.SetOrigin([o + 5 for o in mask.GetOrigin()])
+    with pytest.raises(GeometryError, match="does not match"):
+        preprocess_case(ct, shifted, config=SMALL)
+    far_pet = sitk.Image(pet)
+    far_pet.SetOrigin([o + 1000 for o in pet.GetOrigin()])
+    with pytest.raises(GeometryError, match="does not overlap"):
+        preprocess_case(ct, mask, pet_fdg=far_pet, config=SMALL)
+
+
+def test_multifocal_tumours_survive_cleaning():
+    ct, mask, _ = make_case(shape_zyx=(40, 64, 64), tumour_centre_zyx=(20, 30, 36), tumour_radius=4)
+    labels = sitk.GetArrayFromImage(mask)
+    z, y, x = np.indices(labels.shape)
+    labels[((z - 20) ** 2 + (y - 30) ** 2 + (x - 22) ** 2) <= 16] = 2
+    second = sitk.GetImageFromArray(labels)
+    second.CopyInformation(ct)
+    from scipy import ndimage
+    case = preprocess_case(ct, second, config=PreprocessConfig(grid=(32, 64, 64)))
+    assert ndimage.label(case.label_map == 2)[1] == 2
+
+
+def test_deterministic(small_case):
+    ct, mask, pet = small_case
+    a = preprocess_case(ct, mask, pet_fdg=pet, config=SMALL)
+    b = preprocess_case(ct, mask, pet_fdg=pet, config=SMALL)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.label_map, b.label_map)
