@@ -1,0 +1,391 @@
+"""Catalogue of model packages the REACTKD module can use: the ones shipped with the extension
+(listed in ``REACTKD/Resources/Models.json``) and the ones a user registered or imported (listed in a
+user JSON file, by default ``$REACTKD_HOME/models.json`` or ``~/.reactkd/models.json``).
+
+No Slicer, no Qt and no heavy imports here: the GUI builds its model selector from this at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import MODALITIES
+from .atomic import write_text_atomic
+from .errors import ModelPackageError
+
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+SOURCES = ("shipped", "registered", "imported")
+CATALOG_SCHEMA_VERSION = 1
+
+#: The REACTKD module folder: Slicer installs ``reactkd/`` beside ``REACTKD.py`` and ``Resources/``.
+MODULE_DIR = Path(__file__).resolve().parent.parent
+SHIPPED_FILE = MODULE_DIR / "Resources" / "Models.json"
+SCHEMA_FILE = MODULE_DIR / "Resources" / "Models.schema.json"
+#: Where shipped packages live inside the core package (used when Models.json is absent: pip installs).
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model package known to the catalogue; `path` is absolute."""
+
+    name: str
+    version: str
+    path: Path
+    sha256: str
+    source: str
+    description: str = ""
+    input_modalities: tuple[str, ...] = field(default=())
+
+    @property
+    def available(self) -> bool:
+        """True when the package folder holds its weights and metadata (shipped models may be absent)."""
+        return (self.path / WEIGHTS_FILE).is_file() and (self.path / METADATA_FILE).is_file()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": str(self.path), "sha256": self.sha256,
+                "source": self.source, "description": self.description,
+                "input_modalities": list(self.input_modalities)}
+
+
+def default_user_file() -> Path:
+    """``$REACTKD_HOME/models.json`` when REACTKD_HOME is set, else ``~/.reactkd/models.json``."""
+    home = os.environ.get("REACTKD_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".reactkd") / "models.json"
+
+
+def read_package_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Check that `model_dir` looks like a model package and return its metadata.json as a dict.
+
+    The full check (weights checksum, no pickles) belongs to ``reactkd.packaging.verify_package``; it is
+    called here when that module exists, so the catalogue never duplicates it.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelPackageError(f"model package folder not found: {model_dir}")
+    missing = [name for name in (WEIGHTS_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelPackageError(f"{model_dir} is not a REACT-KD model package: missing {', '.join(missing)}")
+    verify = _package_verifier()
+    if verify is not None:
+        verify(model_dir)
+    try:
+        metadata = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelPackageError(f"cannot read {model_dir / METADATA_FILE}: {exc}") from exc
+    if not isinstance(metadata, dict) or not str(metadata.get("name") or "").strip():
+        raise ModelPackageError(f"{model_dir / METADATA_FILE} has no model name")
+    return metadata
+
+
+def _package_verifier():
+    # Imported lazily: packaging may import torch/safetensors, which the GUI must not load at start-up.
+    try:
+        from . import packaging
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.packaging":
+            raise
+        return None
+    return getattr(packaging, "verify_package", None)
+
+
+def _entry_from_metadata(model_dir: Path, metadata: dict[str, Any], source: str, name: str | None = None,
+                         description: str | None = None) -> CatalogEntry:
+    modalities = tuple(metadata.get("input_modalities") or ())
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ModelPackageError(f"{model_dir / METADATA_FILE}: unknown input modalities {unknown}; "
+                                f"expected some of {list(MODALITIES)}")
+    if description is None:
+        description = str(metadata.get("description") or metadata.get("intended_use") or "")
+    return CatalogEntry(name=name or str(metadata["name"]).strip(), version=str(metadata.get("version", "")),
+                        path=model_dir.resolve(), sha256=str(metadata.get("sha256", "")).lower(),
+                        source=source, description=description, input_modalities=modalities)
+
+
+class ModelCatalog:
+    """Shipped plus user-registered model packages.
+
+    Args:
+        user_file: JSON file of user registrations (default: :func:`default_user_file`).
+        shipped_file: list of shipped models; its relative paths are relative to the module folder, i.e.
+            the parent of the folder holding the file (``REACTKD/Resources/Models.json`` -> ``REACTKD/``).
+            By default the extension's own list, or (pip install, no list) the packages found under
+            ``reactkd/data/models``.
+    """
+
+    def __init__(self, user_file: str | os.PathLike | None = None,
+                 shipped_file: str | os.PathLike | None = None) -> None:
+        self.user_file = Path(user_file) if user_file is not None else default_user_file()
+        self._shipped_is_default = shipped_file is None
+        self.shipped_file = Path(shipped_file) if shipped_file is not None else SHIPPED_FILE
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder that :meth:`import_folder` copies packages into by default."""
+        return self.user_file.parent / "models"
+
+    # ----------------------------------------------------------------------------------------- queries
+    def entries(self) -> list[CatalogEntry]:
+        """All entries: shipped first (in list order), then user entries (in registration order)."""
+        return self.shipped_entries() + self.user_entries()
+
+    def shipped_entries(self) -> list[CatalogEntry]:
+        if not self.shipped_file.is_file():
+            return self._discover_packaged() if self._shipped_is_default else []
+        document = _load_document(self.shipped_file)
+        root = self.shipped_file.resolve().parent.parent
+        entries = []
+        for item in document["models"]:
+            path = Path(item["path"])
+            entry = _entry_from_item(item, path if path.is_absolute() else root / path, "shipped")
+            entries.append(_refresh_from_package(entry))
+        return entries
+
+    def user_entries(self) -> list[CatalogEntry]:
+        if not self.user_file.is_file():
+            return []
+        document = _load_document(self.user_file)
+        entries = []
+        for item in document["models"]:
+            if item.get("source") not in ("registered", "imported"):
+                raise ModelPackageError(f"{self.user_file}: entry {item['name']!r} needs source "
+                                        "'registered' or 'imported'")
+            entries.append(_entry_from_item(item, Path(item["path"]), item["source"]))
+        return entries
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry called `name` (exact match)."""
+        entries = self.entries()
+        for entry in entries:
+            if entry.name == name:
+                return entry
+        known = ", ".join(e.name for e in entries) or "none"
+        raise ModelPackageError(f"no model named {name!r} in the catalogue (known: {known})")
+
+    def default_entry(self) -> CatalogEntry | None:
+        """The first available shipped model, else the first available model, else None."""
+        available = [e for e in self.entries() if e.available]
+        shipped = [e for e in available if e.source == "shipped"]
+        return (shipped or available or [None])[0]
+
+    # ------------------------------------------------------------------------------------------ writes
+    def register(self, model_dir: str | os.PathLike, source: str = "registered") -> CatalogEntry:
+        """Add (or refresh) the package in `model_dir`; returns its entry.
+
+        Registering the same folder again replaces its entry. A name already used by another package gets a
+        numeric suffix (``name-2``) so that :meth:`get` stays unambiguous. Registering a shipped package
+        returns the shipped entry unchanged.
+        """
+        if source not in ("registered", "imported"):
+            raise ValueError(f"source must be 'registered' or 'imported', not {source!r}")
+        model_dir = Path(model_dir).expanduser().resolve()
+        metadata = read_package_metadata(model_dir)
+        for entry in self.shipped_entries():
+            if entry.path == model_dir:
+                return entry
+        with self._locked():
+            user = self.user_entries()
+            others = [e for e in user if e.path != model_dir]
+            taken = {e.name for e in others} | {e.name for e in self.shipped_entries()}
+            entry = _entry_from_metadata(model_dir, metadata, source, name=_unique_name(
+                str(metadata["name"]).strip(), taken))
+            replaced = [entry if e.path == model_dir else e for e in user]
+            self._write_user(replaced if len(replaced) > len(others) else user + [entry])
+        return entry
+
+    def import_folder(self, src_dir: str | os.PathLike,
+                      dest_root: str | os.PathLike | None = None) -> CatalogEntry:
+        """Copy the package in `src_dir` into `dest_root` (default :attr:`models_dir`) and register the
+        copy with source ``imported``. The copy appears under its final name only once complete."""
+        src_dir = Path(src_dir).expanduser().resolve()
+        metadata = read_package_metadata(src_dir)
+        dest_root = Path(dest_root) if dest_root is not None else self.models_dir
+        dest_root.mkdir(parents=True, exist_ok=True)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(metadata["name"])).strip("._") or "model"
+        dest = dest_root / base
+        suffix = 1
+        while dest.exists():
+            suffix += 1
+            dest = dest_root / f"{base}-{suffix}"
+        staging = dest_root / f".{base}.importing-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(src_dir, staging)
+            os.rename(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            return self.register(dest, source="imported")
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def remove(self, name_or_path: str | os.PathLike, delete_files: bool = False) -> CatalogEntry:
+        """Remove a user entry, found by name or by folder; shipped models cannot be removed.
+
+        With `delete_files`, an imported package's copy is deleted too (never a registered folder: it
+        belongs to the user)."""
+        key = str(name_or_path)
+        as_path = Path(key).expanduser().resolve()
+
+        def matches(entry: CatalogEntry) -> bool:
+            return entry.name == key or entry.path == as_path
+
+        if any(matches(e) for e in self.shipped_entries()):
+            raise ModelPackageError(f"{key!r} is shipped with the extension and cannot be removed")
+        with self._locked():
+            user = self.user_entries()
+            removed = [e for e in user if matches(e)]
+            if not removed:
+                raise ModelPackageError(f"no user-registered model {key!r} in the catalogue")
+            self._write_user([e for e in user if not matches(e)])
+        for entry in removed:
+            if delete_files and entry.source == "imported":
+                shutil.rmtree(entry.path, ignore_errors=True)
+        return removed[0]
+
+    # --------------------------------------------------------------------------------------- internals
+    def _write_user(self, entries: list[CatalogEntry]) -> None:
+        document = {"schema_version": CATALOG_SCHEMA_VERSION, "models": [e.to_json() for e in entries]}
+        validate_catalog_document(document, self.user_file)
+        write_text_atomic(self.user_file, json.dumps(document, indent=2) + "\n")
+
+    def _discover_packaged(self) -> list[CatalogEntry]:
+        entries = []
+        for meta in sorted(PACKAGED_MODELS_DIR.glob(f"*/{METADATA_FILE}")):
+            with contextlib.suppress(ModelPackageError, json.JSONDecodeError, OSError):
+                entries.append(_entry_from_metadata(meta.parent, json.loads(meta.read_text("utf-8")),
+                                                    "shipped"))
+        return entries
+
+    @contextlib.contextmanager
+    def _locked(self, timeout_s: float = 10.0, stale_s: float = 60.0) -> Iterator[None]:
+        """Serialise read-modify-write of the user file between processes (GUI and a training child)."""
+        lock = self.user_file.with_name(self.user_file.name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - lock.stat().st_mtime > stale_s:  # left behind by a killed process
+                        lock.unlink()
+                        continue
+                if time.monotonic() > deadline:
+                    raise ModelPackageError(f"model catalogue is locked by another process: {lock}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+
+def _unique_name(base: str, taken: set[str]) -> str:
+    name, suffix = base, 1
+    while name in taken:
+        suffix += 1
+        name = f"{base}-{suffix}"
+    return name
+
+
+def _entry_from_item(item: dict[str, Any], path: Path, source: str) -> CatalogEntry:
+    return CatalogEntry(name=item["name"], version=str(item.get("version", "")), path=path.resolve(),
+                        sha256=item.get("sha256", ""), source=source,
+                        description=item.get("description", ""),
+                        input_modalities=tuple(item.get("input_modalities", ())))
+
+
+def _refresh_from_package(entry: CatalogEntry) -> CatalogEntry:
+    """Take version, checksum and modalities of a shipped model from its metadata.json when present, so
+    Models.json need not be edited each time the demo model is retrained."""
+    try:
+        metadata = json.loads((entry.path / METADATA_FILE).read_text(encoding="utf-8"))
+        fresh = _entry_from_metadata(entry.path, metadata, "shipped", name=entry.name,
+                                     description=entry.description or None)
+    except (OSError, ValueError, KeyError, TypeError, ModelPackageError):
+        return entry
+    return fresh
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _load_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelPackageError(f"cannot read model catalogue {path}: {exc}") from exc
+    validate_catalog_document(document, path)
+    return document
+
+
+def validate_catalog_document(document: Any, where: str | os.PathLike = "catalogue") -> None:
+    """Check a catalogue document against ``Models.schema.json`` (with ``jsonschema`` when installed,
+    else with a small checker of the keywords that schema uses); raise ModelPackageError if invalid."""
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        problems = schema_problems(document, schema, schema)
+    else:
+        validator = jsonschema.Draft7Validator(schema)
+        problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                    for e in validator.iter_errors(document)]
+    if problems:
+        raise ModelPackageError(f"invalid model catalogue {where}: {'; '.join(problems[:5])}")
+
+
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def schema_problems(value: Any, schema: dict[str, Any], root: dict[str, Any], at: str = "<root>") -> list[str]:
+    """Problems of `value` against the JSON Schema subset Models.schema.json uses (type, const, enum,
+    required, properties, additionalProperties, items, minLength, pattern, uniqueItems, $ref)."""
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return schema_problems(value, target, root, at)
+    kind = schema.get("type")
+    if kind == "integer":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return [f"{at}: expected an integer"]
+    elif kind is not None and not isinstance(value, _JSON_TYPES[kind]):
+        return [f"{at}: expected {kind}"]
+    problems = []
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{at}: must be {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{at}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            problems.append(f"{at}: too short")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            problems.append(f"{at}: {value!r} does not match {schema['pattern']}")
+    if isinstance(value, dict):
+        problems += [f"{at}: missing {key!r}" for key in schema.get("required", ()) if key not in value]
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key in properties:
+                problems += schema_problems(item, properties[key], root, f"{at}/{key}")
+            elif schema.get("additionalProperties", True) is False:
+                problems.append(f"{at}: unexpected key {key!r}")
+    if isinstance(value, list):
+        if "items" in schema:
+            for index, item in enumerate(value):
+                problems += schema_problems(item, schema["items"], root, f"{at}/{index}")
+        if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) < len(value):
+            problems.append(f"{at}: items are not unique")
+    return problems

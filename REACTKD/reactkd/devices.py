@@ -1,0 +1,39 @@
+"""Compute device selection: auto picks CUDA when it is usable; asking for CUDA without it is an error."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DeviceError
+
+
+def cuda_usable() -> bool:
+    """True when a CUDA device can really allocate (a CUDA build on a machine without a GPU says False)."""
+    try:
+        if not torch.cuda.is_available():
+            return False
+        torch.empty(1, device="cuda")
+        return True
+    except (RuntimeError, AssertionError):
+        return False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map auto|cpu|cuda|cuda:N to a usable torch.device."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda") if cuda_usable() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not cuda_usable():
+            raise DeviceError("CUDA was requested but no usable CUDA device is present (use --device cpu or auto)")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return device
+    raise DeviceError(f"unknown device {name!r} (use auto, cpu or cuda)")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()

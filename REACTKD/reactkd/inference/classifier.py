@@ -1,0 +1,158 @@
+"""Classify one case: probabilities, CBAM attention, Grad-CAM and the region graph, all on the native CT grid.
+
+The model package is loaded (checksum verified) once per Classifier; preprocessing is the training code's
+`preprocess_case`, and maps go back to the CT grid through its inverse mapping `to_native`. A CUDA
+out-of-memory error moves the model to the CPU and retries once, with a warning in the result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..devices import is_out_of_memory, resolve_device
+from ..errors import ModelPackageError
+from ..packaging import load_package
+from ..preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
+from .region_graph import region_graph
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
+
+
+@dataclass
+class ClassificationResult:
+    grade: str
+    class_index: int
+    class_names: list[str]
+    probabilities: dict[str, float]
+    attention_cbam: sitk.Image
+    attention_gradcam: sitk.Image
+    graph: dict
+    model: dict
+    device: str
+    inputs: list[str]
+    timings_ms: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    preprocessed: PreprocessedCase | None = None
+
+    def to_json(self) -> dict:
+        return {"grade": self.grade, "class_index": self.class_index, "class_names": self.class_names,
+                "probabilities": self.probabilities, "model": self.model, "device": self.device,
+                "inputs": self.inputs, "timings_ms": self.timings_ms, "warnings": self.warnings}
+
+
+class Classifier:
+    """A loaded model package ready to classify cases. Calls are serialised by a lock (the networks keep
+    their last attention map as state), so one instance may be shared between threads."""
+
+    def __init__(self, model_dir: str | Path | None = None, device: str = "auto") -> None:
+        self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+        self.device = resolve_device(device)
+        self.package = load_package(self.model_dir, device=str(self.device))
+        self.metadata = self.package.metadata
+        self.preprocess = PreprocessConfig.from_dict(self.metadata["preprocessing"])
+        self.graph_settings = self.metadata.get("graph", {})
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.package.model
+
+    def _check_modalities(self, pet_fdg, pet_act) -> list[str]:
+        needs_pet = self.metadata["architecture"] == "sf_teacher"
+        if needs_pet and pet_fdg is None and pet_act is None:
+            raise ModelPackageError(f"model {self.metadata['name']!r} needs FDG or acetate PET; none was given")
+        notes = []
+        usable = set(self.metadata["input_modalities"])
+        for name, image in (("pet_fdg", pet_fdg), ("pet_act", pet_act)):
+            if image is not None and name not in usable:
+                notes.append(f"{name} given but model {self.metadata['name']!r} does not use it; ignored")
+        return notes
+
+    def classify(self, ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None = None,
+                 pet_act: sitk.Image | None = None) -> ClassificationResult:
+        with self._lock:
+            notes = self._check_modalities(pet_fdg, pet_act)
+            usable = set(self.metadata["input_modalities"])
+            fdg = pet_fdg if "pet_fdg" in usable else None
+            act = pet_act if "pet_act" in usable else None
+            timings: dict[str, float] = {}
+            start = time.perf_counter()
+            case = preprocess_case(ct, mask, fdg, act, self.preprocess)
+            timings["preprocess"] = (time.perf_counter() - start) * 1000
+            try:
+                outputs = self._infer(case, timings)
+            except RuntimeError as exc:
+                if self.device.type != "cuda" or not is_out_of_memory(exc):
+                    raise
+                torch.cuda.empty_cache()
+                notes.append("CUDA ran out of memory; this case was classified on the CPU")
+                self.device = torch.device("cpu")
+                self.model.to(self.device)
+                outputs = self._infer(case, timings)
+            return self._assemble(case, outputs, timings, notes)
+
+    def _infer(self, case: PreprocessedCase, timings: dict[str, float]) -> dict:
+        from monai.visualize import GradCAM
+
+        from ..models import GradCamAdapter
+
+        images = torch.from_numpy(case.images)[None].to(self.device)
+        available = torch.from_numpy(case.available)[None].to(self.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.model(images, available)
+            probs = torch.softmax(out.logits.float(), dim=1)[0]
+            attention = self.model.attention_map()[0, 0].float()
+            features = out.features[0].float()
+        probs_np, attention_np = probs.cpu().numpy(), attention.cpu().numpy()
+        timings["forward"] = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        class_index = int(np.argmax(probs_np))
+        adapter = GradCamAdapter(self.model, available)
+        with torch.enable_grad():
+            cam = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(images, class_idx=class_index)
+        timings["gradcam"] = (time.perf_counter() - start) * 1000
+        return {"probs": probs_np, "attention": attention_np, "gradcam": cam[0, 0].detach().float().cpu().numpy(),
+                "features": features, "class_index": class_index}
+
+    def _assemble(self, case: PreprocessedCase, outputs: dict, timings: dict[str, float],
+                  notes: list[str]) -> ClassificationResult:
+        start = time.perf_counter()
+        cbam = _unit_range(outputs["attention"])
+        gradcam = _unit_range(outputs["gradcam"])
+        graph = region_graph(case, outputs["features"], gradcam, self.graph_settings)
+        timings["graph"] = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        cbam_native = to_native(cbam, case.grid, case.native, case.crop_index)
+        gradcam_native = to_native(gradcam, case.grid, case.native, case.crop_index)
+        timings["to_native"] = (time.perf_counter() - start) * 1000
+        names = list(self.metadata["class_names"])
+        probs = outputs["probs"].astype(float)
+        probs = probs / probs.sum()
+        inputs = [m for m, flag in zip(("ct", "pet_fdg", "pet_act"), case.available) if flag]
+        model_info = {"name": self.metadata["name"], "version": self.metadata["version"],
+                      "sha256": self.metadata["sha256"]}
+        timings = {k: round(v, 1) for k, v in timings.items()}
+        timings["total"] = round(sum(timings.values()), 1)
+        return ClassificationResult(
+            grade=names[outputs["class_index"]], class_index=outputs["class_index"], class_names=names,
+            probabilities={n: float(p) for n, p in zip(names, probs)}, attention_cbam=cbam_native,
+            attention_gradcam=gradcam_native, graph=graph, model=model_info, device=str(self.device),
+            inputs=inputs, timings_ms=timings, warnings=notes, preprocessed=case)
+
+
+def _unit_range(volume: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] (a constant map becomes 0)."""
+    volume = np.nan_to_num(volume.astype(np.float32))
+    low, high = float(volume.min()), float(volume.max())
+    if high - low < 1e-12:
+        return np.zeros_like(volume)
+    return (volume - low) / (high - low)

@@ -1,0 +1,58 @@
+"""`reactkd classify`: read the inputs, classify, write the output folder, print a short summary."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import GeometryError, MaskError, ReactKDError
+from ..io import Geometry, read_image
+from .classifier import Classifier
+from .outputs import write_outputs
+
+
+def label_map_from_masks(liver: sitk.Image, tumour: sitk.Image) -> sitk.Image:
+    """Combine binary liver and tumour masks (same grid) into a 0/1/2 label map; tumour wins."""
+    if not Geometry.of(liver).same_as(Geometry.of(tumour), tol=1e-3):
+        raise GeometryError("--liver and --tumor masks are on different grids")
+    liver_arr = sitk.GetArrayViewFromImage(liver) > 0.5
+    tumour_arr = sitk.GetArrayViewFromImage(tumour) > 0.5
+    if not tumour_arr.any():
+        raise MaskError("--tumor mask is empty")
+    labels = np.where(tumour_arr, 2, np.where(liver_arr, 1, 0)).astype(np.uint8)
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(liver)
+    return image
+
+
+def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
+    ct = read_image(args.ct, name="--ct")
+    if args.mask is not None:
+        mask = read_image(args.mask, name="--mask")
+    else:
+        if args.tumor is None:
+            raise ReactKDError("--liver needs --tumor (or give a label map with --mask)")
+        mask = label_map_from_masks(read_image(args.liver, name="--liver"), read_image(args.tumor, name="--tumor"))
+    fdg = read_image(args.pet_fdg, name="--pet-fdg") if args.pet_fdg else None
+    act = read_image(args.pet_act, name="--pet-act") if args.pet_act else None
+    return ct, mask, fdg, act
+
+
+def run_classify(args: argparse.Namespace) -> None:
+    ct, mask, fdg, act = read_case(args)
+    classifier = Classifier(args.model, device=args.device)
+    result = classifier.classify(ct, mask, fdg, act)
+    write_outputs(result, args.out, ct, mask, fdg, act, render=not args.no_render)
+    print(summary_text(result, args.out))
+
+
+def summary_text(result, out_dir) -> str:
+    probs = ", ".join(f"{name} {p:.3f}" for name, p in result.probabilities.items())
+    lines = [f"grade: {result.grade} ({probs})", f"model: {result.model['name']} {result.model['version']} "
+             f"on {result.device}; inputs: {', '.join(result.inputs)}",
+             "timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()),
+             f"outputs: {out_dir}"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training engine: configuration, cohort cache, folds, the three stages, checkpoints, DDP."""

@@ -1,0 +1,75 @@
+"""Checkpoints without pickle: tensors (model, optimizer state) in safetensors, everything else in JSON.
+
+Both files are written atomically, the JSON last, so a run killed at any moment leaves either the previous
+complete checkpoint or the new one. Per-epoch random streams are derived from (seed, epoch), so no RNG state
+has to be saved for a resumed run to repeat an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_path, write_text_atomic
+from ..errors import ConfigError
+
+STATE_FILE = "state.safetensors"
+INFO_FILE = "state.json"
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in info["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, info: dict) -> None:
+    """Write the state after a finished epoch (info holds epoch, history, best metric ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim_tensors, optim_info = _flatten_optimizer(optimizer)
+    tensors.update(optim_tensors)
+    with atomic_path(folder / STATE_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    payload = {**info, "optimizer": optim_info, "scheduler": scheduler.state_dict() if scheduler else None}
+    write_text_atomic(folder / INFO_FILE, json.dumps(payload, indent=1, default=float))
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
+    """Restore model/optimizer/scheduler in place; return the info dict."""
+    info_path = folder / INFO_FILE
+    if not info_path.is_file() or not (folder / STATE_FILE).is_file():
+        raise ConfigError(f"{folder}: no checkpoint to resume from")
+    info = json.loads(info_path.read_text())
+    tensors = load_file(str(folder / STATE_FILE))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
+    if scheduler is not None and info.get("scheduler"):
+        scheduler.load_state_dict(info["scheduler"])
+    return info
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return (folder / INFO_FILE).is_file()

@@ -1,0 +1,203 @@
+"""The training loop shared by the three stages (teacher-sf, teacher-dose, student).
+
+One epoch: a permutation from a generator seeded by (seed, epoch), batches gathered from the cohort tensors
+(already on the GPU when they fit, otherwise page-locked and copied asynchronously), the stage's inputs and
+loss, an optimizer step; then validation macro AUC, the best weights kept, and an atomic checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import CLASS_NAMES, __version__
+from ..atomic import atomic_path
+from ..errors import ConfigError
+from ..packaging import save_package
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_to_dict
+from .data import CohortTensors
+from .distributed import DistContext
+from .progress import Progress
+from .stages import Stage
+
+CHECKPOINT_DIR = "checkpoint"
+BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_auc: float
+    history: list[dict] = field(default_factory=list)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + epoch)
+    return generator
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest AUC over the classes present (NaN when fewer than two are present)."""
+    from sklearn.metrics import roc_auc_score
+
+    present = np.unique(labels)
+    if len(present) < 2:
+        return float("nan")
+    scores = [roc_auc_score(labels == k, probs[:, k]) for k in present]
+    return float(np.mean(scores))
+
+
+class Trainer:
+    """Runs one stage on a cohort split. The stage object supplies the model, inputs and loss."""
+
+    def __init__(self, stage: Stage, cohort: CohortTensors, train_idx: list[int], val_idx: list[int],
+                 config: TrainConfig, out_dir: Path, device: torch.device, progress: Progress,
+                 dist_ctx: DistContext | None = None) -> None:
+        self.stage, self.cohort, self.config, self.device = stage, cohort, config, device
+        self.out_dir, self.progress = Path(out_dir), progress
+        self.dist = dist_ctx or DistContext()
+        self.train_idx = torch.tensor(stage.usable(cohort, train_idx), dtype=torch.long)
+        self.val_idx = torch.tensor(stage.usable(cohort, val_idx), dtype=torch.long)
+        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
+            raise ConfigError(f"stage {stage.name}: no usable training or validation cases in this fold")
+        self.model = stage.model.to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+        self.train_model = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids,
+                                                       find_unused_parameters=stage.unused_parameters)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and config.amp
+                         else contextlib.nullcontext())
+
+    # -- data -------------------------------------------------------------------------------------------
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        fields = ("images", "available", "ct_hu", "node_index", "n_nodes", "labels", "spacing")
+        source_device = self.cohort.images.device
+        idx = indices.to(source_device)
+        return {name: getattr(self.cohort, name).index_select(0, idx).to(self.device, non_blocking=True)
+                for name in fields}
+
+    # -- loop ---------------------------------------------------------------------------------------------
+    def run(self, resume: bool) -> TrainResult:
+        ckpt = self.out_dir / CHECKPOINT_DIR
+        start_epoch, history, best_auc, best_epoch = 0, [], -math.inf, -1
+        if resume and has_checkpoint(ckpt):
+            info = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+            start_epoch, history = info["epoch"] + 1, info["history"]
+            best_auc, best_epoch = info["best_auc"], info["best_epoch"]
+        elif has_checkpoint(ckpt) and self.dist.is_main:
+            raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+        batch_size = self.config.batch_size
+        steps = -(-len(self.dist.shard(self.train_idx)) // batch_size)
+        total = steps * self.config.epochs
+        self.progress.start(stage=self.stage.name, epochs=self.config.epochs, steps=steps,
+                            n_train=len(self.train_idx), n_val=len(self.val_idx), device=str(self.device))
+        for epoch in range(start_epoch, self.config.epochs):
+            if self.config.early_stopping and best_epoch >= 0 and epoch - best_epoch > self.config.early_stopping:
+                break
+            losses = self.train_epoch(epoch, steps, total)
+            auc = self.validate()
+            self.scheduler.step()
+            improved = not math.isnan(auc) and auc > best_auc
+            if improved:
+                best_auc, best_epoch = auc, epoch
+            history.append({"epoch": epoch, **losses, "val_macro_auc": auc})
+            if self.dist.is_main:
+                if improved or best_epoch < 0:
+                    self._save_best()
+                save_checkpoint(ckpt, self.model, self.optimizer, self.scheduler,
+                                {"epoch": epoch, "history": history, "best_auc": best_auc,
+                                 "best_epoch": best_epoch})
+            self.dist.barrier()
+            self.progress.epoch_end(epoch, {**losses, "val_macro_auc": auc, "best_val_macro_auc": best_auc})
+        return TrainResult(self.out_dir, best_epoch, best_auc, history)
+
+    def train_epoch(self, epoch: int, steps: int, total: int) -> dict[str, float]:
+        self.model.train()
+        torch.manual_seed(self.config.seed * 7919 + epoch)  # dropout layers inside the networks
+        cpu_gen = epoch_generator(self.config.seed, epoch, torch.device("cpu"))
+        order = self.train_idx[torch.randperm(len(self.train_idx), generator=cpu_gen)]
+        order = self.dist.shard(order)
+        device_gen = epoch_generator(self.config.seed + self.dist.rank, epoch, self.device)
+        sums: dict[str, float] = {}
+        self.progress.epoch_begin(epoch, self.config.epochs, steps)
+        for step in range(steps):
+            batch = self.batch(order[step * self.config.batch_size:(step + 1) * self.config.batch_size])
+            with self.autocast:
+                terms = self.stage.loss(self.train_model, batch, device_gen, self.config)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            self.optimizer.step()
+            values = {k: float(v.detach()) for k, v in terms.items()}  # one sync per step, for logging
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.progress.step(epoch, step, steps, values, epoch * steps + step + 1, total)
+        return {f"train_{k}": v / steps for k, v in sums.items()}
+
+    @torch.no_grad()
+    def predict(self, indices: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities of the trained model on the stage's validation inputs."""
+        self.model.eval()
+        shard = self.dist.shard(indices)
+        outputs = []
+        for start in range(0, len(shard), self.config.batch_size):
+            batch = self.batch(shard[start:start + self.config.batch_size])
+            images, available = self.stage.eval_inputs(batch)
+            with self.autocast:
+                logits = self.model(images, available).logits
+            outputs.append(torch.softmax(logits.float(), dim=1))
+        probs = self.dist.gather(torch.cat(outputs), len(indices))
+        return probs.cpu().numpy()
+
+    def validate(self) -> float:
+        probs = self.predict(self.val_idx)
+        labels = self.cohort.labels[self.val_idx.to(self.cohort.labels.device)].cpu().numpy()
+        return macro_auc(labels, probs)
+
+    def _save_best(self) -> None:
+        folder = self.out_dir / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / BEST_FILE) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+
+    def write_package(self, result: TrainResult, summary: dict) -> Path:
+        """Load the best weights and write the model package (model.safetensors + metadata.json) to out_dir."""
+        state = load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE))
+        self.model.load_state_dict(state)
+        model = self.model
+        preprocessing = self.config.preprocess_config().to_dict()
+        metadata = {
+            "name": f"reactkd-{self.stage.name}",
+            "version": __version__,
+            "stage": self.stage.name,
+            "architecture": model.architecture,
+            "architecture_args": model.config,
+            "class_names": list(CLASS_NAMES),
+            "input_modalities": list(model.input_modalities),
+            "preprocessing": preprocessing,
+            "graph": config_to_dict(self.config)["graph"],
+            "training": {**summary, "best_epoch": result.best_epoch, "best_val_macro_auc": result.best_auc,
+                         "epochs_run": len(result.history), "history": result.history,
+                         "config": config_to_dict(self.config)},
+            "intended_use": "Research on HCC grading. Not a medical device; not for clinical use.",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        json.dumps(metadata, allow_nan=True)
+        return save_package(model, self.out_dir, metadata)

@@ -1,0 +1,235 @@
+"""Model catalogue: shipped list, user registrations, import, removal, validation."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import reactkd
+from reactkd import catalog as catalog_module
+from reactkd.catalog import ModelCatalog, default_user_file, schema_problems, validate_catalog_document
+from reactkd.errors import ModelPackageError
+
+REPO = Path(__file__).resolve().parents[1]
+SHA = "ab" * 32
+
+
+def make_package(folder: Path, name: str = "student", version: str = "1.2", modalities=("ct",),
+                 weights: bool = True, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"weights")
+    meta = {"name": name, "version": version, "architecture": {"type": "student"}, "sha256": SHA,
+            "input_modalities": list(modalities), "class_names": list(reactkd.CLASS_NAMES), **extra}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def verifier(monkeypatch):
+    """Stand-in for reactkd.packaging.verify_package (written elsewhere; real packages need torch)."""
+    calls: list[Path] = []
+    fake = types.ModuleType("reactkd.packaging")
+    fake.verify_package = lambda model_dir: calls.append(Path(model_dir))
+    monkeypatch.setitem(sys.modules, "reactkd.packaging", fake)
+    monkeypatch.setattr(reactkd, "packaging", fake, raising=False)
+    return calls
+
+
+@pytest.fixture
+def shipped(tmp_path):
+    """A module folder with Resources/Models.json listing one present and one absent package."""
+    module = tmp_path / "module"
+    make_package(module / "reactkd/data/models/demo", name="demo-internal", version="3.0",
+                 modalities=("ct", "pet_fdg"))
+    (module / "Resources").mkdir()
+    doc = {"schema_version": 1, "models": [
+        {"name": "demo", "path": "reactkd/data/models/demo", "description": "demo model"},
+        {"name": "absent", "path": "reactkd/data/models/absent", "version": "0.1"}]}
+    (module / "Resources/Models.json").write_text(json.dumps(doc))
+    return module / "Resources/Models.json"
+
+
+@pytest.fixture
+def cat(tmp_path, shipped):
+    return ModelCatalog(user_file=tmp_path / "home/models.json", shipped_file=shipped)
+
+
+def test_shipped_paths_resolve_against_module_folder_and_read_metadata(cat, shipped):
+    demo, absent = cat.entries()
+    assert demo.path == (shipped.parent.parent / "reactkd/data/models/demo").resolve()
+    assert (demo.name, demo.version, demo.sha256, demo.source) == ("demo", "3.0", SHA, "shipped")
+    assert demo.input_modalities == ("ct", "pet_fdg") and demo.description == "demo model"
+    assert demo.available and not absent.available and absent.version == "0.1"
+    assert cat.default_entry() == demo
+
+
+def test_register_persists_entry_from_metadata(cat, tmp_path, verifier):
+    pkg = make_package(tmp_path / "runs/s1", name="my-student", version="0.3", modalities=("ct", "pet_act"))
+    entry = cat.register(pkg)
+    assert verifier == [pkg.resolve()]
+    assert (entry.name, entry.version, entry.source, entry.path) == ("my-student", "0.3", "registered",
+                                                                      pkg.resolve())
+    reread = ModelCatalog(user_file=cat.user_file, shipped_file=cat.shipped_file)
+    assert reread.get("my-student") == entry and reread.entries()[-1] == entry
+    assert json.loads(cat.user_file.read_text())["models"][0]["path"] == str(pkg.resolve())
+
+
+@pytest.mark.parametrize("broken", ["no_weights", "no_metadata", "no_name", "bad_json", "not_a_dir"])
+def test_register_refuses_incomplete_packages(cat, tmp_path, broken):
+    pkg = make_package(tmp_path / "pkg", weights=broken != "no_weights")
+    if broken == "no_metadata":
+        (pkg / "metadata.json").unlink()
+    elif broken == "no_name":
+        (pkg / "metadata.json").write_text(json.dumps({"version": "1"}))
+    elif broken == "bad_json":
+        (pkg / "metadata.json").write_text("{not json")
+    elif broken == "not_a_dir":
+        pkg = tmp_path / "missing"
+    with pytest.raises(ModelPackageError):
+        cat.register(pkg)
+    assert not cat.user_file.exists()
+
+
+def test_verifier_rejection_blocks_registration(cat, tmp_path, monkeypatch):
+    def reject(model_dir):
+        raise ModelPackageError("checksum mismatch")
+
+    monkeypatch.setattr(sys.modules["reactkd.packaging"], "verify_package", reject)
+    with pytest.raises(ModelPackageError, match="checksum"):
+        cat.register(make_package(tmp_path / "pkg"))
+    assert cat.user_entries() == []
+
+
+def test_reregistering_replaces_and_name_clashes_get_suffix(cat, tmp_path):
+    first = make_package(tmp_path / "a", name="student", version="1")
+    cat.register(first)
+    make_package(first, name="student", version="2")
+    assert cat.register(first).version == "2"
+    second = cat.register(make_package(tmp_path / "b", name="student"))
+    clash_with_shipped = cat.register(make_package(tmp_path / "c", name="demo"))
+    assert [e.name for e in cat.user_entries()] == ["student", "student-2", "demo-2"]
+    assert second.name == "student-2" and clash_with_shipped.name == "demo-2"
+    assert cat.get("student").version == "2"
+
+
+def test_registering_a_shipped_package_adds_nothing(cat, shipped):
+    entry = cat.register(shipped.parent.parent / "reactkd/data/models/demo")
+    assert entry.source == "shipped" and cat.user_entries() == []
+
+
+def test_unknown_modality_is_refused_and_user_file_kept(cat, tmp_path):
+    cat.register(make_package(tmp_path / "ok"))
+    before = cat.user_file.read_text()
+    with pytest.raises(ModelPackageError, match="modalit"):
+        cat.register(make_package(tmp_path / "bad", name="bad", modalities=("mri",)))
+    assert cat.user_file.read_text() == before
+
+
+def test_import_copies_then_registers(cat, tmp_path):
+    src = make_package(tmp_path / "downloads/pkg", name="shared model")
+    dest_root = tmp_path / "store"
+    first = cat.import_folder(src, dest_root)
+    second = cat.import_folder(src, dest_root)
+    assert first.source == "imported" and first.path.parent == dest_root.resolve()
+    assert (first.path / "model.safetensors").read_bytes() == b"weights"
+    assert first.path != second.path and second.name == "shared model-2"
+    assert sorted(p.name for p in dest_root.iterdir()) == sorted([first.path.name, second.path.name])
+    assert (src / "model.safetensors").exists()
+
+
+def test_import_defaults_to_user_models_folder(cat, tmp_path):
+    entry = cat.import_folder(make_package(tmp_path / "pkg", name="x"))
+    assert entry.path.parent == cat.models_dir.resolve()
+
+
+def test_remove_by_name_or_path_only_user_entries(cat, tmp_path):
+    registered = cat.register(make_package(tmp_path / "r", name="r"))
+    imported = cat.import_folder(make_package(tmp_path / "i", name="i"), tmp_path / "store")
+    with pytest.raises(ModelPackageError, match="shipped"):
+        cat.remove("demo")
+    with pytest.raises(ModelPackageError, match="no user-registered"):
+        cat.remove("nothing")
+    assert cat.remove(str(tmp_path / "r")) == registered
+    assert (tmp_path / "r/model.safetensors").exists()
+    cat.remove("i", delete_files=True)
+    assert not imported.path.exists() and cat.user_entries() == []
+
+
+def test_get_unknown_lists_known_names(cat):
+    with pytest.raises(ModelPackageError, match="known: demo, absent"):
+        cat.get("nope")
+
+
+@pytest.mark.parametrize("document", [
+    {"models": []},
+    {"schema_version": 2, "models": []},
+    {"schema_version": 1, "models": [{"name": "x"}]},
+    {"schema_version": 1, "models": [{"name": "x", "path": "p", "sha256": "XYZ"}]},
+    {"schema_version": 1, "models": [{"name": "x", "path": "p", "input_modalities": ["mri"]}]},
+    {"schema_version": 1, "models": [{"name": "x", "path": "p", "colour": "red"}]},
+    {"schema_version": 1, "models": [{"name": "", "path": "p", "source": "stolen"}]},
+    {"schema_version": True, "models": []},
+])
+def test_fallback_schema_checker_rejects_bad_documents(document):
+    schema = json.loads(catalog_module.SCHEMA_FILE.read_text())
+    assert schema_problems(document, schema, schema)
+    with pytest.raises(ModelPackageError):
+        validate_catalog_document(document)
+
+
+def test_corrupt_user_file_is_reported(cat):
+    cat.user_file.parent.mkdir(parents=True)
+    cat.user_file.write_text('{"schema_version": 1, "models": [{"name": "x", "path": "/p"}]}')
+    with pytest.raises(ModelPackageError, match="source"):
+        cat.entries()
+    cat.user_file.write_text("{")
+    with pytest.raises(ModelPackageError, match="cannot read"):
+        cat.entries()
+
+
+def test_shipped_models_json_is_valid_and_points_inside_the_package():
+    document = json.loads((REPO / "REACTKD/Resources/Models.json").read_text())
+    schema = json.loads((REPO / "REACTKD/Resources/Models.schema.json").read_text())
+    assert schema_problems(document, schema, schema) == []
+    for item in document["models"]:
+        assert item["path"].startswith("reactkd/data/models/") and not Path(item["path"]).is_absolute()
+
+
+def test_default_user_file_honours_reactkd_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("REACTKD_HOME", str(tmp_path))
+    assert default_user_file() == tmp_path / "models.json"
+    monkeypatch.delenv("REACTKD_HOME")
+    assert default_user_file() == Path.home() / ".reactkd/models.json"
+
+
+def test_catalog_import_stays_light():
+    code = "import sys, reactkd.catalog; bad = {'torch', 'monai', 'safetensors'} & set(sys.modules); print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "set()"
+
+
+def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(cat, tmp_path, monkeypatch):
+    """With the project's own reactkd.packaging.verify_package (the stand-in removed for this test)."""
+    monkeypatch.delitem(sys.modules, "reactkd.packaging")
+    monkeypatch.delattr(reactkd, "packaging", raising=False)
+    packaging = importlib.import_module("reactkd.packaging")
+    numpy = pytest.importorskip("numpy")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    pkg = tmp_path / "real"
+    pkg.mkdir()
+    safetensors_numpy.save_file({"w": numpy.arange(6, dtype=numpy.float32)}, str(pkg / "model.safetensors"))
+    meta = {key: {} for key in packaging.REQUIRED_KEYS}
+    meta.update(name="real", version="1", class_names=list(reactkd.CLASS_NAMES), input_modalities=["ct"],
+                sha256=packaging.sha256_of(pkg / "model.safetensors"))
+    (pkg / "metadata.json").write_text(json.dumps(meta))
+    assert cat.register(pkg).sha256 == meta["sha256"]
+    tampered = pkg / "model.safetensors"
+    tampered.write_bytes(tampered.read_bytes()[:-4] + b"\x00\x00\x80\x7f")
+    with pytest.raises(ModelPackageError, match="checksum"):
+        cat.register(pkg)
