@@ -1,0 +1,26 @@
+"""overview.png and scene.mrb for `reactkd classify`, through the scene layer (needs slicer-core and GL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from .classifier import ClassificationResult
+
+SHOWN_ATTENTION = "attention_gradcam"
+
+
+def write_scene_outputs(result: ClassificationResult, out_dir: Path, ct: sitk.Image, mask: sitk.Image,
+                        pet_fdg: sitk.Image | None, pet_act: sitk.Image | None) -> None:
+    try:
+        from ..scene import write_classification_scene
+    except ImportError as exc:  # pip install without the [scene] extra
+        from ..errors import ReactKDError
+
+        raise ReactKDError(f"rendering needs slicer-core ({exc}); install reactkd[scene] or pass --no-render") from None
+    pets = {name: image for name, image in (("PET FDG", pet_fdg), ("PET acetate", pet_act)) if image is not None}
+    labels = sitk.Cast(mask, sitk.sitkUInt8)
+    write_classification_scene(out_dir, ct, {"attention_gradcam": result.attention_gradcam,
+                                             "attention_cbam": result.attention_cbam},
+                               labels, result.graph, result.to_json(), pets=pets, shown_attention=SHOWN_ATTENTION)
