@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import OBLIQUE, make_case
 
+from conftest import OBLIQUE, make_case
 from reactkd.errors import GeometryError, ImageReadError
 from reactkd.io import Geometry, from_numpy, read_image, to_numpy, write_dicom_series, write_image
 
