@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1])
     evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all")
     evaluate.add_argument("--device", choices=DEVICES, default="auto")
+    evaluate.add_argument("--fold", type=int, help="evaluate only this fold's validation cases (cross-validation)")
+    evaluate.add_argument("--folds", type=_positive_int, default=3)
     evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
 
     classify = sub.add_parser("classify", help="grade one case and write result, attention maps, graph, scene")

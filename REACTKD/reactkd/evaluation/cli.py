@@ -1,0 +1,119 @@
+"""`reactkd evaluate`: batched predictions of a model package on a cohort, per modality subset and per
+simulated dose level, then metrics.json and figures through `write_evaluation_report`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device
+from ..errors import ConfigError
+from ..manifest import read_manifest
+from ..packaging import load_package
+from ..preprocessing import PreprocessConfig
+from ..training.config import GraphConfig
+from ..training.data import CohortTensors, load_cohort
+from ..training.progress import Progress
+from .report import write_evaluation_report
+
+SUBSETS = {"ct": (True, False, False), "ct+fdg": (True, True, False), "ct+act": (True, False, True),
+           "all": (True, True, True)}
+BATCH = 8
+
+
+def parse_subsets(text: str) -> list[str]:
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SUBSETS]
+    if unknown or not names:
+        raise ConfigError(f"unknown modality subset(s) {', '.join(unknown) or text!r}; use {', '.join(SUBSETS)}")
+    return names
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, available: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Softmax probabilities for a stack of cases, in batches (bf16 autocast on CUDA)."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    out = []
+    for start in range(0, len(images), BATCH):
+        x = images[start:start + BATCH].to(device, non_blocking=True)
+        a = available[start:start + BATCH].to(device)
+        with autocast:
+            logits = model(x, a).logits
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def subset_inputs(cohort: CohortTensors, subset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cases that have every modality of the subset, with the other modalities zeroed and flagged absent."""
+    wanted = torch.tensor(SUBSETS[subset])
+    has_all = (cohort.available | ~wanted).all(dim=1) if subset != "all" else torch.ones(len(cohort), dtype=torch.bool)
+    keep = torch.nonzero(has_all).flatten()
+    available = cohort.available[keep] & wanted
+    images = cohort.images[keep] * available[:, :, None, None, None]
+    return keep, images, available
+
+
+def dose_inputs(cohort: CohortTensors, dose: float, window: tuple[float, float], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CT-only inputs with the CT degraded to `dose` by the low-dose simulator (deterministic per seed)."""
+    from ..ldct import degrade_batch
+
+    generator = torch.Generator().manual_seed(seed)
+    ct = degrade_batch(cohort.ct_hu, torch.full((len(cohort),), dose), cohort.spacing[:, :2], generator)
+    low, high = window
+    images = torch.zeros_like(cohort.images)
+    images[:, 0] = (ct.clamp(low, high) - low) / (high - low)
+    available = torch.tensor([True, False, False]).expand(len(cohort), 3).clone()
+    return images, available
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    subsets = parse_subsets(args.modalities)
+    device = resolve_device(args.device)
+    progress = Progress(args.progress)
+    package = load_package(args.model, device=str(device))
+    meta = package.metadata
+    records = read_manifest(args.manifest)
+    fold = getattr(args, "fold", None)
+    if fold is not None:
+        from ..training.folds import split_fold
+
+        _, val_idx = split_fold(records, fold, args.folds, seed=meta["training"]["config"]["seed"])
+        records = [records[i] for i in val_idx]
+    preprocess = PreprocessConfig.from_dict(meta["preprocessing"])
+    graph = GraphConfig(**meta.get("graph", {}))
+    cache_dir = Path(args.manifest).resolve().parent / ".reactkd-cache"
+    cohort = load_cohort(records, preprocess, graph, cache_dir=cache_dir,
+                         progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
+    labels = cohort.labels.numpy()
+    needs_pet = meta["architecture"] == "sf_teacher"
+    modalities: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for subset in subsets:
+        if needs_pet and subset == "ct" or not needs_pet and subset != "ct" and meta["input_modalities"] == ["ct"]:
+            continue  # a combination this model cannot use
+        keep, images, available = subset_inputs(cohort, subset)
+        if needs_pet:
+            has_pet = available[:, 1:].any(dim=1)
+            keep, images, available = keep[has_pet], images[has_pet], available[has_pet]
+        if len(keep):
+            modalities[subset] = (labels[keep.numpy()], predict(package.model, images, available, device))
+        progress.emit("section", name=f"modalities {subset}", n=len(keep))
+    doses: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    if not needs_pet:
+        for dose in args.doses:
+            images, available = dose_inputs(cohort, dose, preprocess.ct_window, seed=0)
+            doses[dose] = (labels, predict(package.model, images, available, device))
+            progress.emit("section", name=f"dose {dose:g}", n=len(labels))
+    overall_key = "ct" if "ct" in modalities else next(iter(modalities), None)
+    if overall_key is None:
+        raise ConfigError("no case has the modalities this model needs")
+    report = write_evaluation_report(args.out, {"overall": modalities[overall_key]}, meta["class_names"],
+                                     doses=doses or None, modalities=modalities)
+    auc = report["sections"]["overall"]["auc_macro"] if "sections" in report else None
+    progress.done(out=str(Path(args.out).resolve()), auc_macro=auc)
+    if progress.mode != "json":
+        print(f"wrote {Path(args.out) / 'metrics.json'} ({len(labels)} cases; macro AUC {auc})")
+    return report

@@ -1,0 +1,101 @@
+"""What every REACT-KD network shares: the output record, input checks and the classifier head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from reactkd import MODALITIES
+
+
+@dataclass
+class ModelOutput:
+    """Result of a model forward.
+
+    Attributes:
+        logits: (B, n_classes) unnormalised class scores.
+        features: (B, C, d, h, w) feature map after the CBAM (after the branch fusion for the
+            structure-function teacher): the map that region-graph nodes pool and Grad-CAM explains.
+        branch_available: (B, n_branches) bool, which branches contributed to each sample's output
+            (teachers only; ``None`` for single-branch models).
+    """
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    branch_available: torch.Tensor | None = None
+
+
+def check_inputs(images: torch.Tensor, available: torch.Tensor) -> None:
+    """Raise ValueError unless images is (B, 3, D, H, W) and available is a (B, 3) bool tensor."""
+    if images.ndim != 5 or images.shape[1] != len(MODALITIES):
+        raise ValueError(
+            f"images must have shape (B, {len(MODALITIES)}, D, H, W) with channels {MODALITIES}, "
+            f"got {tuple(images.shape)}"
+        )
+    if available.dtype != torch.bool or tuple(available.shape) != (images.shape[0], len(MODALITIES)):
+        raise ValueError(
+            f"available must be a bool tensor of shape ({images.shape[0]}, {len(MODALITIES)}), "
+            f"got {available.dtype} {tuple(available.shape)}"
+        )
+
+
+def mask_absent(images: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Zero every channel whose modality is flagged absent, whatever it contains (NaN included), so that
+    an output can never depend on an absent channel's content."""
+    keep = available[:, :, None, None, None]
+    return torch.where(keep, images, torch.zeros((), dtype=images.dtype, device=images.device))
+
+
+def json_ready(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs as JSON values (tuples become lists), so that
+    ``build_model(arch, **json.loads(json.dumps(model.config)))`` rebuilds the same network."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return {key: convert(value) for key, value in config.items()}
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling, optional dropout, linear layer."""
+
+    def __init__(self, channels: int, n_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(channels, n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(self.pool(features).flatten(1)))
+
+
+class ReactKDModel(nn.Module):
+    """Common interface: ``forward(images, available) -> ModelOutput``, ``attention_map()``,
+    ``teacher_available(available)``, and the attributes ``architecture``, ``config`` (JSON-ready
+    constructor kwargs), ``input_modalities``, ``n_classes`` and ``cam_layer``."""
+
+    architecture: str = ""
+    input_modalities: tuple[str, ...] = ()
+    cam_layer: str = ""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        self.n_classes = n_classes
+        self.config: dict[str, Any] = {}
+
+    def teacher_available(self, available: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: whether this model's output for a sample is meaningful as a distillation target.
+        True everywhere unless a subclass needs optional modalities."""
+        return torch.ones(available.shape[0], dtype=torch.bool, device=available.device)
+
+    def attention_map(self) -> torch.Tensor:
+        """(B, 1, d, h, w) CBAM spatial attention in [0, 1] from the last forward."""
+        raise NotImplementedError
