@@ -1,20 +1,35 @@
 """REACTKD: grade hepatocellular carcinoma from CT (or PET/CT) with a REACT-KD model and show why.
 
-The module file stays thin: the work lives in the ``reactkd`` package shipped beside it (no Qt there) and
-in ``reactkd.scene`` (MRML nodes). Heavy packages (torch, monai) are imported inside functions only, so
-Slicer starts fast and nothing is installed or loaded before the user asks for it.
+The module file stays thin: scene work lives in ``reactkd.scene.module_logic`` (no Qt, tested against a
+headless MRML scene), background classification in ``reactkd.scene.module_jobs``, the model catalogue in
+``reactkd.catalog`` and the first-use dependency check in ``reactkd.dependencies``. Heavy packages (torch,
+monai) are imported inside functions only, so Slicer starts fast and nothing is installed or loaded before
+the user asks for it.
+
+Responsiveness: the inputs are read from the scene on the main thread (fast), the model is loaded and the
+case classified in a worker thread (the worker never touches MRML), a QTimer polls the job and the result
+is turned into nodes on the main thread again.
 """
 
 import logging
+from typing import Annotated
 
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
+
+POLL_INTERVAL_MS = 50
 
 
 class REACTKD(ScriptedLoadableModule):
@@ -36,24 +51,440 @@ class REACTKD(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "REACT-KD: region-aware cross-modal topological knowledge distillation for interpretable "
             "medical image classification. Built on 3D Slicer, PyTorch, MONAI, SimpleITK and POT.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-class REACTKDWidget(ScriptedLoadableModuleWidget):
-    """GUI. Kept minimal here; the inputs, model selector, Classify and results panels are added on top."""
+def registerSampleData():
+    """Add the synthetic PET/CT case to the Sample Data module (runs once Slicer has started)."""
+    try:
+        import SampleData
 
+        from reactkd.scene.sample_data import load_sample_case, sample_data_source
+
+        def loadSample(source=None):
+            from reactkd.errors import ReactKDError
+
+            try:
+                with slicer.util.WaitCursor():
+                    return load_sample_case(slicer.mrmlScene).nodes()
+            except ReactKDError as exc:  # checksum mismatch, unreadable file: one line, no traceback
+                slicer.util.errorDisplay(str(exc), windowTitle="REACT-KD")
+                return []
+
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(**sample_data_source(),
+                                                                 customDownloader=loadSample)
+    except Exception:  # never break Slicer's start-up for a sample case
+        logging.exception("REACT-KD sample data could not be registered")
+
+
+def sameNode(a, b):
+    """Whether two MRML node references (or None) name the same node."""
+    return (a is None and b is None) or (a is not None and b is not None and a.GetID() == b.GetID())
+
+
+@parameterNodeWrapper
+class REACTKDParameterNode:
+    """Inputs and display settings of the module, saved with the scene."""
+
+    ctVolume: vtkMRMLScalarVolumeNode
+    petFdgVolume: vtkMRMLScalarVolumeNode
+    petActVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    liverSegmentId: str = ""
+    tumourSegmentId: str = ""
+    labelMapVolume: vtkMRMLLabelMapVolumeNode
+    modelName: str = ""
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    attentionKind: Annotated[str, Choice(["CBAM", "Grad-CAM"])] = "CBAM"
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    showGraph: bool = True
+
+
+class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Inputs, model, Classify, results, display and export panels."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._jobTarget = None
+        self._timer = None
+        self._lastSegmentation = None
+        self._lastLabelMap = None
+        self._dependenciesReady = False
+        self._updating = False
+        self._entries = {}
+        self._lastDisplay = None
+
+    # ------------------------------------------------------------------------------------------ set-up
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        import qt
-
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/REACTKD.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = REACTKDLogic()
-        self.statusLabel = qt.QLabel(_("REACT-KD module"))
-        self.statusLabel.wordWrap = True
-        self.layout.addWidget(self.statusLabel)
-        self.layout.addStretch(1)
+        self.ui.progressBar.hide()
+        self.ui.cancelButton.hide()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onPollJob)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.liverSegmentSelector.connect("currentSegmentChanged(QString)", self.onLiverSegmentChanged)
+        self.ui.tumourSegmentSelector.connect("currentSegmentChanged(QString)", self.onTumourSegmentChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.openModelFolderButton.connect("clicked(bool)", self.onOpenModelFolder)
+        self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
+        self.ui.classifyButton.connect("clicked(bool)", self.onClassify)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.exportJsonButton.connect("clicked(bool)", self.onExportJson)
+        self.ui.screenshotButton.connect("clicked(bool)", self.onScreenshot)
+        self.ui.exportSceneButton.connect("clicked(bool)", self.onExportScene)
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.populateModels()  # REACTKDTraining may have registered a model meanwhile
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+
+    def onSceneStartClose(self, caller, event):
+        self.onCancel()
+        self.logic.forgetResult()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.ctVolume:
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            ctVolumes = [node for node in volumes if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+            self._parameterNode.ctVolume = ctVolumes[0] if ctVolumes else None
+        if not self._parameterNode.segmentation and not self._parameterNode.labelMapVolume:
+            self._parameterNode.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        if not self._parameterNode.modelName and self.ui.modelComboBox.count:
+            self._parameterNode.modelName = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+            self.onParameterChanged()
+
+    # --------------------------------------------------------------------------------- state updates
+    def onParameterChanged(self, caller=None, event=None):
+        if self._updating or self._parameterNode is None:
+            return
+        self._updating = True
+        try:
+            self._syncMaskInputs()
+            self._selectModel(self._parameterNode.modelName)
+            p = self._parameterNode
+            display = (p.attentionKind, p.opacity, p.showGraph)
+            if display != self._lastDisplay:  # only then: it also resets the views' background to the CT
+                self.logic.updateDisplay(p)
+                self._lastDisplay = display
+            self._updateButtons()
+        finally:
+            self._updating = False
+
+    def _syncMaskInputs(self):
+        """One mask source at a time; a new segmentation gets its liver/tumour segments picked by name."""
+        p = self._parameterNode
+        if p.segmentation and p.labelMapVolume:
+            if not sameNode(p.labelMapVolume, self._lastLabelMap):
+                p.segmentation = None
+            else:
+                p.labelMapVolume = None
+        if not sameNode(p.segmentation, self._lastSegmentation):
+            from reactkd.scene.module_logic import find_segment_ids
+
+            # Keep picks that still name segments of this segmentation (a reloaded scene); else pick by name.
+            segmentation = p.segmentation.GetSegmentation() if p.segmentation else None
+            if not (segmentation and segmentation.GetSegment(p.liverSegmentId)
+                    and segmentation.GetSegment(p.tumourSegmentId)):
+                liverId, tumourId = find_segment_ids(p.segmentation)
+                p.liverSegmentId, p.tumourSegmentId = liverId or "", tumourId or ""
+        for selector, segmentId in ((self.ui.liverSegmentSelector, p.liverSegmentId),
+                                    (self.ui.tumourSegmentSelector, p.tumourSegmentId)):
+            if not sameNode(selector.currentNode(), p.segmentation):
+                selector.setCurrentNode(p.segmentation)
+            if selector.currentSegmentID() != segmentId:
+                selector.setCurrentSegmentID(segmentId)
+        self._lastSegmentation, self._lastLabelMap = p.segmentation, p.labelMapVolume
+
+    def onLiverSegmentChanged(self, segmentId):
+        if self._parameterNode and not self._updating:
+            self._parameterNode.liverSegmentId = segmentId or ""
+
+    def onTumourSegmentChanged(self, segmentId):
+        if self._parameterNode and not self._updating:
+            self._parameterNode.tumourSegmentId = segmentId or ""
+
+    def _updateButtons(self):
+        p = self._parameterNode
+        entry = self._currentEntry()
+        running = self._job is not None
+        ready = bool(p.ctVolume and (p.segmentation or p.labelMapVolume) and entry and entry.available)
+        self.ui.classifyButton.enabled = ready and not running
+        self.ui.classifyButton.toolTip = _("Classify the tumour grade.") if ready else _(
+            "Select a CT, a segmentation (or label map) and an installed model.")
+        self.ui.removeModelButton.enabled = bool(entry and entry.source != "shipped")
+        self.ui.openModelFolderButton.enabled = bool(entry and entry.path.is_dir())
+        self.ui.exportJsonButton.enabled = self.logic.lastResult is not None
+        loaded = entry is not None and self.logic.loadedDevice(entry.path, p.device)
+        self.ui.deviceUsedLabel.text = _("Used: {device}").format(device=loaded) if loaded else _("Used: (not loaded)")
+
+    # ---------------------------------------------------------------------------------------- models
+    def populateModels(self):
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        try:
+            entries = self.logic.modelCatalog().entries()
+        except Exception as exc:  # a damaged user catalogue must not hide the shipped model
+            logging.warning("REACT-KD model catalogue: %s", exc)
+            entries = self.logic.modelCatalog().shipped_entries()
+        for entry in entries:
+            label = f"{entry.name} {entry.version}".strip()
+            if not entry.available:
+                label += " " + _("(not installed)")
+            combo.addItem(label, entry.name)
+        combo.blockSignals(wasBlocked)
+        self._entries = {entry.name: entry for entry in entries}
+
+    def _currentEntry(self):
+        name = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
+        return self._entries.get(name)
+
+    def _selectModel(self, name):
+        index = self.ui.modelComboBox.findData(name) if name else -1
+        if index >= 0 and index != self.ui.modelComboBox.currentIndex:
+            self.ui.modelComboBox.currentIndex = index
+        entry = self._currentEntry()
+        if entry is not None:
+            modalities = ", ".join(entry.input_modalities) or "?"
+            self.ui.modelInfoLabel.text = f"{entry.description}\n" + _("Reads: {modalities}; source: {source}").format(
+                modalities=modalities, source=entry.source)
+
+    def onModelChanged(self, index):
+        if self._parameterNode and not self._updating:
+            self._parameterNode.modelName = self.ui.modelComboBox.itemData(index) or ""
+
+    def onImportModel(self):
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Select a REACT-KD model package folder"))
+        if not folder:
+            return
+        entry = self._reportErrors(lambda: self.logic.modelCatalog().import_folder(folder))
+        if entry is not None:
+            self.populateModels()
+            self._parameterNode.modelName = entry.name
+
+    def onOpenModelFolder(self):
+        entry = self._currentEntry()
+        if entry is not None:
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(entry.path)))
+
+    def onRemoveModel(self):
+        entry = self._currentEntry()
+        if entry is None or not slicer.util.confirmOkCancelDisplay(
+                _("Remove model {name} from the catalogue? An imported copy is deleted; a registered folder "
+                  "stays on disk.").format(name=entry.name)):
+            return
+        if self._reportErrors(lambda: self.logic.modelCatalog().remove(entry.name, delete_files=True)) is not None:
+            self.logic.forgetModel(entry.path)
+            self.populateModels()
+            self._parameterNode.modelName = self.ui.modelComboBox.itemData(0) or ""
+
+    # -------------------------------------------------------------------------------------- classify
+    def onClassify(self):
+        if self._job is not None or not self.ensureDependencies():
+            return
+        p = self._parameterNode
+        entry = self._currentEntry()
+        with slicer.util.WaitCursor():
+            inputs = self._reportErrors(lambda: self.logic.inputsFromParameters(p))
+        if inputs is None or entry is None:
+            return
+        self._jobTarget = (p.ctVolume, p.segmentation)
+        self._job = self.logic.startClassification(entry.path, p.device, inputs)
+        self.ui.progressBar.value = 5
+        self.ui.progressBar.show()
+        self.ui.cancelButton.show()
+        loading = not self.logic.loadedDevice(entry.path, p.device)
+        self.ui.statusLabel.text = _("Loading the model (the first time takes a while)...") if loading else _(
+            "Classifying...")
+        self._updateButtons()
+        self._timer.start()
+
+    def onPollJob(self):
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        # Waiting here releases the GIL, so the worker runs even if the application holds it while idle.
+        if not job.wait(0.6 * POLL_INTERVAL_MS / 1000):
+            self.ui.progressBar.value = int(100 * job.progress)
+            self.ui.statusLabel.text = _("Stage: {stage}").format(stage=job.stage)
+            return
+        self._finishJob()
+        result = self._reportErrors(job.result)
+        if result is None:
+            self._updateButtons()
+            return
+        ctNode, segmentationNode = self._jobTarget
+        p = self._parameterNode
+        shown = self._reportErrors(lambda: self.logic.showResult(
+            ctNode, result, segmentationNode, p.attentionKind, p.opacity, p.showGraph))
+        if shown is not None:
+            self.showResultSummary(result)
+        self._updateButtons()
+
+    def onCancel(self):
+        if self._job is None:
+            return
+        self._job.cancel()
+        self._finishJob()
+        self.ui.statusLabel.text = _("Cancelled. A step already running finishes in the background; its "
+                                     "result is discarded.")
+        self._updateButtons()
+
+    def _finishJob(self):
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.hide()
+        self.ui.cancelButton.hide()
+        self.ui.statusLabel.text = ""
+
+    def showResultSummary(self, result):
+        self.ui.gradeLabel.text = _("Grade: {grade}").format(grade=result.grade)
+        layout = self.ui.probabilitiesFrame.layout()
+        while layout.count():
+            widget = layout.takeAt(0).widget()
+            if widget is not None:
+                widget.setParent(None)
+        for name in result.class_names:
+            bar = qt.QProgressBar()
+            bar.maximum = 1000
+            bar.value = int(round(1000 * result.probabilities[name]))
+            bar.format = f"{100 * result.probabilities[name]:.1f} %"
+            layout.addRow(name, bar)
+        timings = ", ".join(f"{key} {value:.0f} ms" for key, value in result.timings_ms.items())
+        self.ui.timingsLabel.text = _("Model {model} on {device}; {timings}").format(
+            model=result.model.get("name", "?"), device=result.device, timings=timings)
+        self.ui.warningsLabel.text = "\n".join(result.warnings)
+        if result.warnings:
+            slicer.util.warningDisplay("\n".join(result.warnings), windowTitle="REACT-KD")
+
+    def ensureDependencies(self):
+        """Ask before installing PyTorch (PyTorch extension) and the packages in requirements.txt."""
+        if self._dependenciesReady:
+            return True
+        from reactkd import dependencies
+
+        if not dependencies.torch_available():
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                slicer.util.errorDisplay(_("REACT-KD needs PyTorch: install the PyTorch extension from the "
+                                           "Extensions Manager, restart Slicer and try again."))
+                return False
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                slicer.util.errorDisplay(_("REACT-KD cannot classify without PyTorch."))
+                return False
+        missing = dependencies.missing_requirements(self.resourcePath("requirements.txt"))
+        if missing:
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("REACT-KD needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
+                      "Install them now? They are downloaded from the Python Package Index.").format(
+                        packages="\n".join(missing)), windowTitle=_("REACT-KD: install packages")):
+                return False
+            restartFor = dependencies.needs_restart(missing)
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(missing)
+            if restartFor:
+                if slicer.util.confirmOkCancelDisplay(
+                        _("Updated packages ({names}) were already loaded. Restart Slicer now?").format(
+                            names=", ".join(restartFor))):
+                    slicer.util.restart()
+                return False
+        self._dependenciesReady = True
+        return True
+
+    def _reportErrors(self, action):
+        """Run `action`; show a ReactKDError as its one-line message, anything else as one line too (the
+        traceback goes to the Python console log). Returns None on failure."""
+        from reactkd.errors import ReactKDError
+
+        try:
+            return action()
+        except ReactKDError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle="REACT-KD")
+        except Exception as exc:
+            logging.exception("REACT-KD")
+            slicer.util.errorDisplay(_("REACT-KD failed: {error}").format(error=exc), windowTitle="REACT-KD")
+        return None
+
+    # ---------------------------------------------------------------------------------------- export
+    def onExportJson(self):
+        path = qt.QFileDialog.getSaveFileName(self.parent, _("Save result"), "result.json", "JSON (*.json)")
+        if path and self.logic.lastResult is not None:
+            from reactkd.scene.module_logic import write_result_files
+
+            self._reportErrors(lambda: write_result_files(self.logic.lastResult, path))
+
+    def onScreenshot(self):
+        path = qt.QFileDialog.getSaveFileName(self.parent, _("Save screenshot"), "reactkd.png", "PNG (*.png)")
+        if path:
+            import ScreenCapture
+
+            self._reportErrors(lambda: ScreenCapture.ScreenCaptureLogic().captureImageFromView(None, path))
+
+    def onExportScene(self):
+        path = qt.QFileDialog.getSaveFileName(self.parent, _("Save scene"), "reactkd.mrb", "Slicer bundle (*.mrb)")
+        if path:
+            from reactkd.scene import save_mrb
+
+            with slicer.util.WaitCursor():
+                self._reportErrors(lambda: save_mrb(slicer.mrmlScene, path))
 
 
 class REACTKDLogic(ScriptedLoadableModuleLogic):
-    """Non-GUI entry points; the heavy lifting is delegated to the ``reactkd`` package."""
+    """Non-GUI entry points (usable from the Python console); the work is done by the ``reactkd`` package.
+
+    Loaded classifiers stay cached per model folder and device between classifications."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._cache = None
+        self._executor = None
+        self.lastResult = None
+        self.lastNodes = None
+
+    def getParameterNode(self):
+        return REACTKDParameterNode(super().getParameterNode())
 
     def modelCatalog(self):
         """The catalogue of shipped and user-registered model packages (no heavy imports)."""
@@ -61,21 +492,115 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
 
         return ModelCatalog()
 
+    def classifierCache(self):
+        if self._cache is None:
+            from reactkd.scene.module_jobs import ClassifierCache
+
+            self._cache = ClassifierCache()
+        return self._cache
+
+    def loadedDevice(self, modelDir, device):
+        """Device the cached classifier for (model, device) runs on, or None if not loaded yet."""
+        cache = self._cache
+        if cache is None or not cache.is_loaded(modelDir, device):
+            return None
+        return str(cache.get(modelDir, device).device)
+
+    def forgetModel(self, modelDir):
+        if self._cache is not None:
+            self._cache.forget(modelDir)
+
+    def inputsFromParameters(self, p):
+        from reactkd.scene.module_logic import inputs_from_nodes
+
+        return inputs_from_nodes(p.ctVolume, p.segmentation, p.liverSegmentId or None, p.tumourSegmentId or None,
+                                 p.labelMapVolume, p.petFdgVolume, p.petActVolume)
+
+    def startClassification(self, modelDir, device, inputs):
+        """A ClassificationJob running in the logic's worker thread; poll it with ``wait``/``done``."""
+        from reactkd.scene.module_jobs import ClassificationJob, make_executor
+
+        if self._executor is None:
+            self._executor = make_executor()
+        return ClassificationJob(self.classifierCache(), modelDir, device, inputs, self._executor)
+
+    def classify(self, modelDir, device, inputs):
+        """Blocking classification (for scripts and tests)."""
+        return self.classifierCache().get(modelDir, device).classify(
+            inputs["ct"], inputs["mask"], inputs.get("pet_fdg"), inputs.get("pet_act"))
+
+    def showResult(self, ctNode, result, segmentationNode=None, attentionKind="CBAM", opacity=0.5, showGraph=True):
+        """Show `result` in the scene; the previous result is replaced only once this one is in place."""
+        from reactkd.scene.module_logic import apply_result, remove_result
+
+        nodes = apply_result(slicer.mrmlScene, ctNode, result, segmentationNode, attentionKind, opacity, showGraph)
+        remove_result(slicer.mrmlScene, self.lastNodes)
+        self.lastResult, self.lastNodes = result, nodes
+        return nodes
+
+    def forgetResult(self):
+        self.lastResult = self.lastNodes = None
+
+    def updateDisplay(self, p):
+        """Apply heat-map kind, opacity and graph visibility to the shown result."""
+        if self.lastNodes is None or not self.lastNodes.attention:
+            return
+        from reactkd.scene.module_logic import set_attention_display, set_graph_visible
+
+        set_attention_display(slicer.mrmlScene, self.lastNodes, p.attentionKind, p.opacity)
+        set_graph_visible(self.lastNodes, p.showGraph)
+
 
 class REACTKDTest(ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, or ctest)."""
 
     def setUp(self):
-        import slicer
-
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
         self.test_catalogue_lists_shipped_model()
+        self.setUp()
+        self.test_sample_case_segments_found()
+        self.setUp()
+        self.test_classify_sample_case()
 
     def test_catalogue_lists_shipped_model(self):
         self.delayDisplay("Model catalogue")
         names = [entry.name for entry in REACTKDLogic().modelCatalog().shipped_entries()]
         logging.info("shipped models: %s", names)
         self.assertIn("reactkd-demo-student", names)
+
+    def test_sample_case_segments_found(self):
+        self.delayDisplay("Sample case and segment picking")
+        from reactkd.scene.module_logic import find_segment_ids
+        from reactkd.scene.sample_data import load_sample_case
+
+        sample = load_sample_case(slicer.mrmlScene)
+        self.assertEqual(find_segment_ids(sample.segmentation), ("liver", "tumour"))
+
+    def test_classify_sample_case(self):
+        self.delayDisplay("Classify the sample case with the shipped model")
+        from reactkd.scene.sample_data import load_sample_case
+
+        logic = REACTKDLogic()
+        entry = logic.modelCatalog().default_entry()
+        if entry is None:
+            self.delayDisplay("No installed model: classification skipped")
+            return
+        sample = load_sample_case(slicer.mrmlScene)
+        parameters = logic.getParameterNode()
+        parameters.ctVolume, parameters.segmentation = sample.ct, sample.segmentation
+        job = logic.startClassification(entry.path, "auto", logic.inputsFromParameters(parameters))
+        while not job.wait(0.05):
+            slicer.app.processEvents()
+        result = job.result()
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        nodes = logic.showResult(sample.ct, result, sample.segmentation)
+        self.assertAlmostEqual(sum(result.probabilities.values()), 1.0, places=4)
+        self.assertEqual(len(nodes.attention), 2)
+        from reactkd.scene.module_logic import remove_result
+
+        remove_result(slicer.mrmlScene, nodes)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        self.delayDisplay("Test passed")

@@ -39,7 +39,7 @@ def test_focal_reduces_to_cross_entropy_and_down_weights_easy_samples():
     torch.testing.assert_close(focal_loss(logits, target, gamma=0.0, weight=weight),
                                F.cross_entropy(logits, target, weight=weight))
     assert focal_loss(logits, target, gamma=2.0) < F.cross_entropy(logits, target)
-    confident = torch.tensor([[6.0, 0.0, 0.0]])
+    confident = torch.tensor([[6.0, 0.0, 0.0]], dtype=torch.float64)
     ratio = focal_loss(confident, torch.tensor([0])) / F.cross_entropy(confident, torch.tensor([0]))
     p = math.exp(6) / (math.exp(6) + 2)
     assert ratio.item() == pytest.approx((1 - p) ** 2, rel=1e-5)
@@ -81,7 +81,7 @@ def test_kd_matches_closed_form_with_weights_and_exclusion():
 def test_kd_zero_for_equal_logits_and_without_teachers():
     student = torch.randn(4, 3, generator=gen(1), requires_grad=True)
     teachers = student.detach()[None].repeat(2, 1, 1)
-    assert kd_loss(student, teachers).abs().item() < 1e-7
+    assert kd_loss(student, teachers).abs().item() < 1e-6
     none = torch.zeros(2, 4, dtype=torch.bool)
     value = kd_loss(student, teachers + 1.0 * torch.randn(2, 4, 3, generator=gen(2)), none)
     assert value.item() == 0.0
@@ -145,11 +145,20 @@ def test_batched_gw_matches_pot_reference_and_recovers_permutation():
 def test_padding_has_no_effect():
     student, teacher = random_graph(2, 7, 6, seed=11), random_graph(2, 7, 9, seed=12)
     mask = torch.ones(2, 7, dtype=torch.bool)
-    loss = rgd_loss(student, teacher, mask)
-    garbage_s = torch.cat([student, 100 * random_graph(2, 4, 6, seed=13)], dim=1)
-    garbage_t = torch.cat([teacher, -50 * random_graph(2, 4, 9, seed=14)], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(2, 4, dtype=torch.bool)], dim=1)
-    assert rgd_loss(garbage_s, garbage_t, padded_mask).item() == pytest.approx(loss.item(), abs=1e-8)
+
+    def padded(seed, scale):
+        return (torch.cat([student, scale * random_graph(2, 4, 6, seed=seed)], dim=1),
+                torch.cat([teacher, -scale * random_graph(2, 4, 9, seed=seed + 1)], dim=1))
+
+    for options in (TIGHT, GWOptions()):
+        loss = rgd_loss(student, teacher, mask, options=options)
+        garbage_1 = rgd_loss(*padded(13, 100.0), padded_mask, options=options)
+        garbage_2 = rgd_loss(*padded(31, 0.01), padded_mask, options=options)
+        assert garbage_1.item() == garbage_2.item()  # what the padded nodes hold is never read
+        # The padded size only shifts the solver's stopping test (a mean over N x N plan entries).
+        tolerance = 1e-9 if options is TIGHT else 1e-4 * loss.item()
+        assert garbage_1.item() == pytest.approx(loss.item(), abs=tolerance)
 
 
 @pytest.mark.parametrize("teacher_kind", ["permuted", "similar"])
@@ -171,16 +180,13 @@ def test_rgd_gradient_matches_finite_differences(teacher_kind):
     loss = loss_of(feature_map)
     assert loss.item() > 1e-4
     (grad,) = torch.autograd.grad(loss, feature_map)
+    # Directional derivatives along random directions: every coordinate is exercised in a few evaluations.
     step = 1e-6
-    numeric = torch.zeros_like(feature_map)
-    flat = numeric.view(-1)
     with torch.no_grad():
-        for i in range(flat.numel()):
-            plus, minus = feature_map.detach().clone(), feature_map.detach().clone()
-            plus.view(-1)[i] += step
-            minus.view(-1)[i] -= step
-            flat[i] = (loss_of(plus) - loss_of(minus)) / (2 * step)
-    torch.testing.assert_close(grad, numeric, rtol=1e-4, atol=1e-6)
+        for seed in range(3):
+            direction = torch.randn(feature_map.shape, generator=gen(100 + seed), dtype=torch.float64)
+            numeric = (loss_of(feature_map + step * direction) - loss_of(feature_map - step * direction)) / (2 * step)
+            assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-4, abs=1e-7)
 
 
 def test_rgd_teacher_availability_and_weights():
@@ -209,3 +215,37 @@ def test_total_loss_and_weights():
         LossWeights(alpha=1.5)
     with pytest.raises(ConfigError):
         LossWeights(classification="svm")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rgd_on_gpu_matches_cpu():
+    node_index = torch.randint(-1, 9, (3, 8, 16, 16), generator=gen(22))
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[2, 7:] = False
+    node_index[2][node_index[2] >= 7] = -1
+    student_map = torch.randn(3, 16, 4, 8, 8, generator=gen(23))
+    teacher_map = torch.randn(3, 24, 2, 4, 4, generator=gen(24))
+    losses, grads = [], []
+    for device in ("cpu", "cuda"):
+        fmap = student_map.to(device).requires_grad_(True)
+        student = node_features(fmap, soft_region_masks(node_index.to(device), 9, (4, 8, 8)))
+        teacher = node_features(teacher_map.to(device), soft_region_masks(node_index.to(device), 9, (2, 4, 4)))
+        loss = rgd_loss(student, teacher, mask.to(device), options=TIGHT)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(fmap.grad.cpu())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
+def test_gw_plan_is_feasible_with_default_budget():
+    student, teacher = random_graph(3, 20, 8, seed=25, dtype=torch.float32), random_graph(3, 20, 30, seed=26,
+                                                                                         dtype=torch.float32)
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[0, 15:] = False
+    value, plan = gromov_wasserstein_batch(graph_distances(student, mask), graph_distances(teacher, mask), mask)
+    expected = mask.float() / mask.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(plan.sum(dim=2), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(plan.sum(dim=1), expected, atol=1e-6, rtol=0)
+    assert (plan >= 0).all() and (value > 0).all()

@@ -53,7 +53,9 @@ def check_safetensors_header(path: Path) -> None:
     if len(head) < 9:
         raise ModelPackageError(f"{path}: not a safetensors file (too short)")
     (header_len,) = struct.unpack("<Q", head[:8])
-    if head[:1] in (b"\x80", b"PK") or head[8:9] != b"{":
+    # A safetensors file is an 8-byte little-endian header length then a JSON object; pickles (0x80 ...)
+    # and zip archives (PK...) fail this test. Nothing here ever unpickles.
+    if head[8:9] != b"{":
         raise ModelPackageError(f"{path}: not a safetensors file (refusing to open it; pickles are never loaded)")
     if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
         raise ModelPackageError(f"{path}: safetensors header of {header_len} bytes is invalid or too large")

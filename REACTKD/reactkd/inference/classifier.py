@@ -117,8 +117,10 @@ class Classifier:
         start = time.perf_counter()
         class_index = int(np.argmax(probs_np))
         adapter = GradCamAdapter(self.model, available)
+        # The package's weights are frozen, so the input must require grad for the backward pass to exist.
         with torch.enable_grad():
-            cam = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(images, class_idx=class_index)
+            cam = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(
+                images.detach().requires_grad_(True), class_idx=class_index)
         timings["gradcam"] = (time.perf_counter() - start) * 1000
         return {"probs": probs_np, "attention": attention_np, "gradcam": cam[0, 0].detach().float().cpu().numpy(),
                 "features": features, "class_index": class_index}

@@ -1,0 +1,23 @@
+"""Region graph of a case: tumour, peritumoral-ring and liver-parcel nodes (numpy, from the label map) and
+their batched, differentiable features and edges on feature maps (torch)."""
+
+from .pooling import (
+    collate_regions,
+    edge_weights,
+    node_features,
+    soft_region_mask_pyramid,
+    soft_region_masks,
+    strongest_edges,
+)
+from .regions import RegionSet, build_regions
+
+__all__ = [
+    "RegionSet",
+    "build_regions",
+    "collate_regions",
+    "edge_weights",
+    "node_features",
+    "soft_region_mask_pyramid",
+    "soft_region_masks",
+    "strongest_edges",
+]

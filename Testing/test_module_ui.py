@@ -1,0 +1,161 @@
+"""Static checks of the REACTKD GUI module, which only runs inside Slicer: the widget names and parameter
+bindings of REACTKD.py against Resources/UI/REACTKD.ui, the Qt signals it connects, and its imports."""
+
+from __future__ import annotations
+
+import ast
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+MODULE_DIR = Path(__file__).resolve().parents[1] / "REACTKD"
+MODULE_FILE = MODULE_DIR / "REACTKD.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "REACTKD.ui"
+
+#: Imports allowed at the top of REACTKD.py: what Slicer has loaded anyway. Heavy packages (torch, monai,
+#: SimpleITK, numpy) and the reactkd package are imported inside functions, when first needed.
+ALLOWED_TOP_LEVEL = {"logging", "typing", "qt", "ctk", "vtk", "slicer", "slicer.i18n", "slicer.util",
+                     "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule"}
+#: Signals (Qt signatures) of the widget classes the module connects to.
+SIGNALS = {
+    "QPushButton": {"clicked(bool)", "clicked()", "toggled(bool)"},
+    "QComboBox": {"currentIndexChanged(int)", "currentTextChanged(QString)"},
+    "qMRMLSegmentSelectorWidget": {"currentSegmentChanged(QString)", "currentNodeChanged(vtkMRMLNode*)"},
+    "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)"},
+    "QCheckBox": {"toggled(bool)", "stateChanged(int)"},
+}
+
+
+@pytest.fixture(scope="module")
+def module_ast() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    return {widget.get("name"): widget for widget in root.iter("widget")}
+
+
+def ui_attribute_uses(tree: ast.Module) -> list[ast.Attribute]:
+    """Every `self.ui.<name>` expression."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
+            and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"]
+
+
+def parameter_class(tree: ast.Module) -> ast.ClassDef:
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)
+               and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list)]
+    assert len(classes) == 1, "REACTKD.py needs exactly one @parameterNodeWrapper class"
+    return classes[0]
+
+
+def parameter_annotations(tree: ast.Module) -> dict[str, str]:
+    return {node.target.id: ast.unparse(node.annotation) for node in parameter_class(tree).body
+            if isinstance(node, ast.AnnAssign)}
+
+
+def bound_widgets(ui_widgets) -> dict[str, tuple[str, str]]:
+    """Parameter name -> (widget class, widget name) for widgets with a SlicerParameterName property."""
+    bound = {}
+    for name, widget in ui_widgets.items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                parameter = prop.findtext("string")
+                assert parameter not in bound, f"{parameter} is bound to two widgets"
+                bound[parameter] = (widget.get("class"), name)
+    return bound
+
+
+def test_every_ui_widget_the_code_uses_exists(module_ast, ui_widgets):
+    used = {node.attr for node in ui_attribute_uses(module_ast)}
+    assert used, "REACTKD.py should use its .ui widgets through self.ui"
+    assert sorted(used - set(ui_widgets)) == []
+
+
+def test_every_bound_parameter_exists_and_fits_its_widget(module_ast, ui_widgets):
+    annotations = parameter_annotations(module_ast)
+    bound = bound_widgets(ui_widgets)
+    assert sorted(set(bound) - set(annotations)) == []
+    # What Slicer's GUI connectors need, else connectGui raises at run time.
+    for parameter, (widget_class, widget_name) in bound.items():
+        annotation = annotations[parameter]
+        if widget_class == "qMRMLNodeComboBox":
+            assert annotation.startswith("vtkMRML"), (parameter, annotation)
+        elif widget_class == "QComboBox":
+            assert "Choice(" in annotation, f"{widget_name}: a combo box needs Choice([...]) on {parameter}"
+        elif widget_class == "ctkSliderWidget":
+            assert annotation.startswith("Annotated[float") and "WithinRange(" in annotation, parameter
+        elif widget_class == "QCheckBox":
+            assert annotation == "bool", parameter
+        else:
+            pytest.fail(f"{widget_name}: no parameter connector for {widget_class}")
+
+
+def test_parameters_the_brief_asks_for_are_declared(module_ast):
+    expected = {"ctVolume", "petFdgVolume", "petActVolume", "segmentation", "liverSegmentId", "tumourSegmentId",
+                "labelMapVolume", "modelName", "device", "attentionKind", "opacity", "showGraph"}
+    assert expected <= set(parameter_annotations(module_ast))
+
+
+def test_attention_choices_match_the_scene_logic(module_ast):
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    from reactkd.scene.module_logic import ATTENTION_KINDS
+
+    annotation = ast.parse(parameter_annotations(module_ast)["attentionKind"], mode="eval").body
+    choice = next(node for node in ast.walk(annotation) if isinstance(node, ast.Call) and node.func.id == "Choice")
+    assert ast.literal_eval(choice.args[0]) == list(ATTENTION_KINDS)
+
+
+def test_mrml_widgets_receive_the_scene(ui_widgets):
+    root = ET.parse(UI_FILE).getroot()
+    top = root.find("widget").get("name")
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("sender") == top and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, widget in ui_widgets.items() if widget.get("class").startswith("qMRML") and name != top}
+    assert mrml and sorted(mrml - receivers) == []
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {w.get("class") for w in ui_widgets.values() if not w.get("class").startswith("Q")}
+    assert sorted(custom - declared) == []
+
+
+def test_connected_signals_exist_on_their_widgets(module_ast, ui_widgets):
+    calls = [node for node in ast.walk(module_ast) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
+             and node.func.value in ui_attribute_uses(module_ast) and node.args
+             and isinstance(node.args[0], ast.Constant)]
+    assert len(calls) >= 10
+    for call in calls:
+        widget_class = ui_widgets[call.func.value.attr].get("class")
+        assert call.args[0].value in SIGNALS.get(widget_class, set()), (call.func.value.attr, call.args[0].value)
+
+
+def test_no_heavy_imports_at_module_level(module_ast):
+    top_level = set()
+    for node in module_ast.body:
+        if isinstance(node, ast.Import):
+            top_level |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top_level.add(node.module)
+    assert sorted(top_level - ALLOWED_TOP_LEVEL) == []
+
+
+def test_widget_calls_only_existing_logic_methods(module_ast):
+    logic = next(node for node in module_ast.body if isinstance(node, ast.ClassDef) and node.name == "REACTKDLogic")
+    members = {node.name for node in logic.body if isinstance(node, ast.FunctionDef)}
+    members |= {target.attr for node in ast.walk(logic) if isinstance(node, ast.Assign) for target in node.targets
+                if isinstance(target, ast.Attribute)}
+    used = {node.attr for node in ast.walk(module_ast) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "logic"}
+    assert used and sorted(used - members) == []
+
+
+def test_slicer_test_runs_every_test_method(module_ast):
+    test_class = next(node for node in module_ast.body if isinstance(node, ast.ClassDef) and node.name == "REACTKDTest")
+    methods = {node.name for node in test_class.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    run_test = next(node for node in test_class.body if isinstance(node, ast.FunctionDef) and node.name == "runTest")
+    called = {node.func.attr for node in ast.walk(run_test) if isinstance(node, ast.Call)
+              and isinstance(node.func, ast.Attribute)}
+    assert methods and sorted(methods - called) == []

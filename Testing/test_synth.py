@@ -1,0 +1,222 @@
+"""Synthetic dual-tracer PET/CT cohort: determinism, valid masks, geometry, files on disk, designed signal."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from reactkd.errors import ConfigError
+from reactkd.io import Geometry, read_image
+from reactkd.synth import MANIFEST_COLUMNS, generate_case, write_cohort
+from reactkd.synth.cohort import plan_cohort
+from reactkd.synth.signal import macro_auc, pet_on_ct, tumour_features
+
+IMAGES = ("ct", "pet_fdg", "pet_act", "mask")
+N_SIGNAL_CASES = 30
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """30 small cases with balanced grades, shared by the checks below (generation is the slow part)."""
+    started = time.perf_counter()
+    generated = [generate_case(100 + i, i % 3) for i in range(N_SIGNAL_CASES)]
+    print(f"\nsmall case generation: {(time.perf_counter() - started) / N_SIGNAL_CASES:.3f} s/case")
+    return generated
+
+
+def array(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image)
+
+
+def test_same_seed_same_case_other_seed_other_case():
+    first, again, other = generate_case(7, 1), generate_case(7, 1), generate_case(8, 1)
+    for name in IMAGES:
+        assert Geometry.of(getattr(first, name)) == Geometry.of(getattr(again, name))
+        np.testing.assert_array_equal(array(getattr(first, name)), array(getattr(again, name)))
+    assert first.n_tumours == again.n_tumours
+    assert not np.array_equal(array(first.ct), array(other.ct))
+    assert Geometry.of(first.ct) != Geometry.of(other.ct)
+
+
+def test_second_scan_of_a_patient_shows_the_same_tumours_elsewhere():
+    scan_a = generate_case(21, 2, patient_seed=5)
+    scan_b = generate_case(22, 2, patient_seed=5)
+    assert scan_a.n_tumours == scan_b.n_tumours
+    assert [t.suv_fdg / t.suv_act for t in scan_a.tumours] == pytest.approx(
+        [t.suv_fdg / t.suv_act for t in scan_b.tumours], rel=0.5)  # liver background differs per session
+    assert [t.radius_mm for t in scan_a.tumours] == [t.radius_mm for t in scan_b.tumours]
+    assert Geometry.of(scan_a.ct) != Geometry.of(scan_b.ct)
+
+
+@pytest.mark.parametrize("kwargs", [dict(seed=-1, label=0), dict(seed=1, label=3), dict(seed=1, label=True),
+                                    dict(seed=1.5, label=0), dict(seed=1, label=0, size="huge")])
+def test_generate_case_refuses_bad_arguments(kwargs):
+    with pytest.raises(ConfigError):
+        generate_case(**kwargs)
+
+
+def test_masks_are_valid_label_maps_with_tumours_strictly_inside_the_liver(cases):
+    for case in cases:
+        mask = array(case.mask)
+        assert case.mask.GetPixelID() == sitk.sitkUInt8
+        assert set(np.unique(mask)) == {0, 1, 2}
+        tumour = mask == 2
+        touching = ndimage.binary_dilation(tumour, np.ones((3, 3, 3), bool))
+        assert (mask[touching] > 0).all(), "a tumour voxel touches something other than liver"
+        _, components = ndimage.label(tumour, np.ones((3, 3, 3), bool))
+        assert 1 <= case.n_tumours <= 4 and components == case.n_tumours == len(case.tumours)
+        assert sum(t.voxels for t in case.tumours) == tumour.sum()
+
+
+def centroid_lps(image: sitk.Image, region: np.ndarray) -> np.ndarray:
+    index_zyx = np.argwhere(region).mean(axis=0)
+    return np.array(image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in index_zyx[::-1])))
+
+
+def test_truth_and_anatomy_sit_where_they_belong_in_physical_space(cases):
+    for case in cases:
+        mask, ct = array(case.mask), array(case.ct)
+        labels, n = ndimage.label(mask == 2, np.ones((3, 3, 3), bool))
+        centroids = [centroid_lps(case.ct, labels == k) for k in range(1, n + 1)]
+        for truth in case.tumours:
+            assert min(np.linalg.norm(c - truth.centre_lps) for c in centroids) < 2.0
+        # Whatever the storage flips, the liver lies on the patient's right (LPS x below the body's centre).
+        assert centroid_lps(case.ct, mask == 1)[0] < centroid_lps(case.ct, ct > -500)[0] - 20
+
+
+def test_ct_looks_like_an_abdomen(cases):
+    for case in cases:
+        ct, mask = array(case.ct), array(case.mask)
+        assert ct.dtype == np.float32 and case.ct.GetSize() == (96, 96, 48)
+        assert 40 < np.median(ct[mask == 1]) < 85                     # liver parenchyma
+        assert np.median(ct[:, :3, :3]) < -950                       # air in the corners
+        assert ct.max() > 400                                        # spine
+        body = ct > -500
+        assert 0.2 < body.mean() < 0.8
+
+
+def test_pet_lies_on_a_coarser_grid_overlapping_the_ct(cases):
+    for case in cases:
+        ct, pet = Geometry.of(case.ct), Geometry.of(case.pet_fdg)
+        assert Geometry.of(case.pet_act) == pet
+        assert pet.direction == ct.direction and pet.origin != ct.origin and pet.size != ct.size
+        assert all(p > c for p, c in zip(pet.spacing, ct.spacing))
+        corners = [(i, j, k) for i in (0, ct.size[0] - 1) for j in (0, ct.size[1] - 1) for k in (0, ct.size[2] - 1)]
+        for corner in corners:
+            index = case.pet_fdg.TransformPhysicalPointToContinuousIndex(case.ct.TransformIndexToPhysicalPoint(corner))
+            assert all(-0.5 <= v <= n - 0.5 for v, n in zip(index, pet.size))
+
+
+def test_pet_resampled_in_physical_space_matches_the_ct_anatomy(cases):
+    for case in cases[::2]:  # half of them: every orientation kind still occurs
+        ct, mask = array(case.ct), array(case.mask)
+        liver_core = ndimage.binary_erosion(mask == 1, iterations=2)
+        for pet in (pet_on_ct(case.pet_fdg, case.ct), pet_on_ct(case.pet_act, case.ct)):
+            assert pet.min() >= 0
+            assert pet[ct < -950].mean() < 0.2                       # air outside the body
+            assert 1.4 < np.median(pet[liver_core]) < 3.2             # liver background SUV
+        hot = [t for t in case.tumours if t.suv_fdg > 6 and t.voxels > 100]
+        if hot:  # an avid nodule shows up where the CT mask puts the tumour
+            fdg = pet_on_ct(case.pet_fdg, case.ct)
+            assert fdg[mask == 2].mean() > 1.3 * np.median(fdg[liver_core])
+
+
+def test_geometry_metadata_is_realistic_and_varied(cases):
+    geometries = [Geometry.of(case.ct) for case in cases]
+    assert all(np.abs(g.origin).min() > 1 for g in geometries)
+    assert all(g.spacing[2] != g.spacing[0] for g in geometries)
+    directions = [np.reshape(g.direction, (3, 3)) for g in geometries]
+    assert all(np.allclose(d @ d.T, np.eye(3)) for d in directions)
+    assert any(not np.allclose(d, np.eye(3)) for d in directions)
+    assert any(np.abs(d - np.diag(np.diag(d))).max() > 0.05 for d in directions), "no oblique case"
+
+
+def test_designed_signal_pet_separates_grades_better_than_ct(cases):
+    labels = np.array([case.label for case in cases])
+    features = [tumour_features(case) for case in cases]
+    ct_auc = macro_auc(np.array([f[0] for f in features]), labels)
+    pet_auc = macro_auc(np.array([f[1] for f in features]), labels)
+    print(f"\n{len(cases)} cases: CT macro AUC {ct_auc:.3f}, PET macro AUC {pet_auc:.3f}")
+    assert pet_auc > 0.85
+    assert ct_auc < pet_auc
+
+
+def test_uptake_follows_grade(cases):
+    fdg = {g: np.median([t.suv_fdg for c in cases if c.label == g for t in c.tumours]) for g in range(3)}
+    act = {g: np.median([t.suv_act for c in cases if c.label == g for t in c.tumours]) for g in range(3)}
+    assert fdg[0] < fdg[1] < fdg[2] and act[0] > act[1] > act[2]
+    assert 1.5 < min(fdg.values()) and max(fdg.values()) < 15
+
+
+def test_plan_is_balanced_with_repeat_patients_and_missing_pet():
+    for n in (1, 2, 3, 4, 7, 30, 90):
+        plan = plan_cohort(n, seed=3)
+        assert len(plan) == n and len({c.case_id for c in plan}) == n
+        counts = Counter(c.label for c in plan)
+        assert max(counts.values()) - min(counts.get(g, 0) for g in range(3)) <= 1
+        by_patient: dict[str, list] = {}
+        for c in plan:
+            by_patient.setdefault(c.patient_id, []).append(c)
+        for scans in by_patient.values():
+            assert len({(s.label, s.patient_seed) for s in scans}) == 1
+            assert len({s.seed for s in scans}) == len(scans)
+        if n >= 4:
+            assert any(len(scans) == 2 for scans in by_patient.values())
+            assert any(not c.has_fdg and c.has_act for c in plan) and any(not c.has_act and c.has_fdg for c in plan)
+    plan = plan_cohort(90, seed=3)
+    missing_fdg, missing_act = sum(not c.has_fdg for c in plan), sum(not c.has_act for c in plan)
+    assert 5 <= missing_fdg <= 13 and 9 <= missing_act <= 18
+    assert sum(not (c.has_fdg or c.has_act) for c in plan) <= 3
+    assert plan_cohort(90, seed=3) == plan and plan_cohort(90, seed=4) != plan
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_cases=0), dict(n_cases=2, size="medium"), dict(n_cases=2, seed=-3),
+                                    dict(n_cases="3")])
+def test_write_cohort_refuses_bad_arguments(tmp_path, kwargs):
+    with pytest.raises(ConfigError):
+        write_cohort(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_write_cohort_refuses_a_file_as_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError):
+        write_cohort(tmp_path / "file", 1)
+
+
+def test_written_cohort_rereads_with_exact_geometry(tmp_path):
+    calls = []
+    manifest = write_cohort(tmp_path / "cohort", 4, seed=2, progress=lambda done, total: calls.append((done, total)))
+    assert manifest == tmp_path / "cohort" / "manifest.csv"
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0].keys()) == MANIFEST_COLUMNS and len(rows) == 4
+    plan = {c.case_id: c for c in plan_cohort(4, seed=2)}
+    assert any(row["pet_fdg"] == "" for row in rows) and any(row["pet_act"] == "" for row in rows)
+    for row in rows:
+        planned = plan[row["case_id"]]
+        assert int(row["label"]) == planned.label and row["patient_id"] == planned.patient_id
+        assert (row["pet_fdg"] != "", row["pet_act"] != "") == (planned.has_fdg, planned.has_act)
+    for row in [r for r in rows if "" in (r["pet_fdg"], r["pet_act"])][:1] + [r for r in rows if "" not in r.values()][:1]:
+        planned = plan[row["case_id"]]  # regenerating costs time: one case with and one without both PETs
+        case = generate_case(planned.seed, planned.label, patient_seed=planned.patient_seed)
+        for name in IMAGES:
+            if row[name] == "":
+                assert not (manifest.parent / row["case_id"] / f"{name}.nii.gz").exists()
+                continue
+            assert not row[name].startswith("/") and row[name] == f"{row['case_id']}/{name}.nii.gz"
+            image = read_image(manifest.parent / row[name])
+            if name == "ct":  # whole HU stored as int16, exactly
+                assert sitk.ReadImage(str(manifest.parent / row[name])).GetPixelID() == sitk.sitkInt16
+            written, original = Geometry.of(image), Geometry.of(getattr(case, name))
+            assert written.size == original.size
+            assert written.spacing == original.spacing and written.origin == original.origin
+            np.testing.assert_allclose(written.direction, original.direction, atol=1e-6)
+            np.testing.assert_array_equal(array(image), array(getattr(case, name)).astype(np.float32))

@@ -1,0 +1,56 @@
+"""Measure the grade signal designed into the synthetic cohort: CT-only versus PET tumour features.
+
+Generates N small cases (balanced grades), extracts simple features inside the tumour mask (CT: HU mean,
+std, 10th/50th/90th percentiles, log volume; PET: mean FDG and acetate SUV after resampling PET onto the CT
+grid), and reports the macro one-vs-rest AUC of logistic regression under stratified 5-fold CV.
+
+    .venv/bin/python benchmarks/signal_design.py [--cases 90] [--seed 1000] [--repeats 3]
+
+Design target: CT AUC clearly lower (about 0.6-0.75) than PET (above 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from reactkd.synth import generate_case
+from reactkd.synth.signal import CT_FEATURES, PET_FEATURES, macro_auc, tumour_features
+
+
+def measure(n_cases: int, seed: int) -> dict[str, float]:
+    labels = np.arange(n_cases) % 3
+    started = time.perf_counter()
+    cases = [generate_case(seed + i, int(label)) for i, label in enumerate(labels)]
+    generation_s = (time.perf_counter() - started) / n_cases
+    features = [tumour_features(case) for case in cases]
+    ct = np.array([f[0] for f in features])
+    pet = np.array([f[1] for f in features])
+    return {"ct_auc": macro_auc(ct, labels), "pet_auc": macro_auc(pet, labels),
+            "ct_pet_auc": macro_auc(np.hstack([ct, pet]), labels), "seconds_per_case": generation_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="independent cohorts (seed, seed + 10000, ...)")
+    args = parser.parse_args()
+    print(f"CT features: {', '.join(CT_FEATURES)}; PET features: {', '.join(PET_FEATURES)}")
+    results = []
+    for repeat in range(args.repeats):
+        seed = args.seed + 10_000 * repeat
+        result = measure(args.cases, seed)
+        results.append(result)
+        print(f"seed {seed}: {args.cases} cases  CT AUC {result['ct_auc']:.3f}  PET AUC {result['pet_auc']:.3f}  "
+              f"CT+PET AUC {result['ct_pet_auc']:.3f}  ({result['seconds_per_case']:.2f} s/case generation)")
+    if args.repeats > 1:
+        for key in ("ct_auc", "pet_auc", "ct_pet_auc"):
+            values = np.array([r[key] for r in results])
+            print(f"{key}: mean {values.mean():.3f}  min {values.min():.3f}  max {values.max():.3f}")
+
+
+if __name__ == "__main__":
+    main()
