@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import OBLIQUE, make_case
 from reactkd.errors import GeometryError, ImageReadError
 from reactkd.io import Geometry, from_numpy, read_image, to_numpy, write_dicom_series, write_image
+from synthetic_images import OBLIQUE, make_case
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])

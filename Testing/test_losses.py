@@ -23,6 +23,7 @@ from reactkd.losses import (
     total_loss,
 )
 
+DEVICES_TO_COMPARE = ("cpu", "cuda")
 TIGHT = GWOptions(epsilon=0.05, max_iter=300, tol=1e-10, max_iter_inner=300, tol_inner=1e-11)
 
 
@@ -227,8 +228,8 @@ def test_rgd_on_gpu_matches_cpu():
     student_map = torch.randn(3, 16, 4, 8, 8, generator=gen(23))
     teacher_map = torch.randn(3, 24, 2, 4, 4, generator=gen(24))
     losses, grads = [], []
-    for device in ("cpu", "cuda"):
-        fmap = student_map.to(device).requires_grad_(True)
+    for device in DEVICES_TO_COMPARE:
+        fmap = student_map.to(device).detach().requires_grad_(True)  # a fresh leaf on each device
         student = node_features(fmap, soft_region_masks(node_index.to(device), 9, (4, 8, 8)))
         teacher = node_features(teacher_map.to(device), soft_region_masks(node_index.to(device), 9, (2, 4, 4)))
         loss = rgd_loss(student, teacher, mask.to(device), options=TIGHT)

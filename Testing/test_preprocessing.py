@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import make_case
 from reactkd.errors import GeometryError, MaskError
 from reactkd.io import Geometry
 from reactkd.preprocessing import PreprocessConfig, coarser_geometry, preprocess_case, to_native
+from synthetic_images import make_case
 
 SMALL = PreprocessConfig(grid=(16, 32, 32))
 

@@ -139,8 +139,16 @@ def _check_dose(dose: float) -> float:
     return value
 
 
+def _numbers(values, width: int) -> list[list[float]]:
+    """Rows of `width` floats from a number, sequence or tensor; [] if it is not one."""
+    try:
+        return torch.as_tensor(values, dtype=torch.float64).reshape(-1, width).tolist()
+    except (TypeError, ValueError, RuntimeError):
+        return []
+
+
 def _check_spacing(spacing_mm) -> tuple[float, float]:
-    values = [float(s) for s in torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1).tolist()]
+    values = [v for row in _numbers(spacing_mm, 2)[:2] for v in row]
     if len(values) != 2 or not all(math.isfinite(s) and s > 0 for s in values):
         raise GeometryError(f"in-plane spacing must be two positive numbers (x, y) in mm, got {spacing_mm!r}")
     return values[0], values[1]
@@ -166,11 +174,15 @@ def _simulate(ct: torch.Tensor, jobs: list[_Job], spacing: tuple[float, float], 
     # Pieces start at each sample's first slice and own whole slice pairs (odd ones get a blank partner), so
     # a sample's random stream and arithmetic are the same whether it is simulated alone or in a batch.
     pieces = [(job, start, min(start + step, depth)) for job in jobs for start in range(0, depth, step)]
-    chunks: list[list[tuple[_Job, int, int]]] = [[]]
-    for piece in pieces:
-        if sum(e - s + (e - s) % 2 for _, s, e in chunks[-1]) + piece[2] - piece[1] > step:
+    chunks: list[list[tuple[_Job, int, int]]] = []
+    filled = step
+    for job, start, stop in pieces:
+        slices = stop - start + (stop - start) % 2
+        if filled + slices > step:
             chunks.append([])
-        chunks[-1].append(piece)
+            filled = 0
+        chunks[-1].append((job, start, stop))
+        filled += slices
     scale = 1000 / MU_WATER_PER_MM
     for chunk in chunks:
         mu = torch.cat([pack_pairs(hu_to_mu(ct[job.index, s:e].float())) for job, s, e in chunk])
@@ -249,10 +261,9 @@ def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generato
     batch = _as_batch(ct_hu)
     if ct_hu.dim() != 4:
         raise GeometryError(f"ct_hu must be (B, D, H, W), got shape {tuple(ct_hu.shape)}")
-    dose_list = torch.as_tensor(doses, dtype=torch.float64).reshape(-1).tolist()
-    if len(dose_list) != batch.shape[0] or not all(math.isfinite(d) and d > 0 for d in dose_list):
+    dose_list, spacing_rows = _numbers(doses, 1), _numbers(spacing_mm, 2)
+    if len(dose_list) != batch.shape[0] or not all(math.isfinite(d) and d > 0 for (d,) in dose_list):
         raise ConfigError(f"doses must be {batch.shape[0]} positive numbers, got {doses!r}")
-    spacing_rows = torch.as_tensor(spacing_mm, dtype=torch.float64).reshape(-1, 2).tolist()
     if len(spacing_rows) == 1:
         spacing_rows = spacing_rows * batch.shape[0]
     if len(spacing_rows) != batch.shape[0]:
@@ -265,7 +276,7 @@ def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generato
     seeds = sample_seeds(generator, batch.shape[0])  # always B draws, whatever the doses
     out = batch.clone()
     groups: dict[tuple[float, float], list[_Job]] = {}
-    for b, (dose, seed, spacing) in enumerate(zip(dose_list, seeds, spacing_rows)):
+    for b, ((dose,), seed, spacing) in enumerate(zip(dose_list, seeds, spacing_rows)):
         if dose < 1:
             key = _check_spacing(spacing)
             groups.setdefault(key, []).append(_Job(b, dose, _generator(seed, batch.device)))

@@ -145,7 +145,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.optimizer.step()
-            values = {k: float(v.detach()) for k, v in terms.items()}  # one sync per step, for logging
+            # One host sync per step (for logging), not one per loss term.
+            numbers = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+            values = dict(zip(terms.keys(), numbers))
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.progress.step(epoch, step, steps, values, epoch * steps + step + 1, total)
