@@ -36,8 +36,24 @@ bench: $(STAMP) gl
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest Testing -m fuzz --hypothesis-profile=long
 
+# The shipped demonstration model, reproduced with the project's own commands (about 35 min on 2 CPU cores).
+DEMO_BUILD  := build/demo-model
+DEMO_CONFIG := REACTKD/reactkd/configs/demo.yaml
+DEMO_DEVICE ?= auto
+DEMO_MODEL  := REACTKD/reactkd/data/models/reactkd-demo-student
 train-demo: $(STAMP)
-	$(BIN)/python -m reactkd.demo_model --out build/demo-model
+	$(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 48 --seed 7
+	$(BIN)/reactkd train --stage teacher-sf --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/teacher-sf \
+	  --config $(DEMO_CONFIG) --epochs 6 --device $(DEMO_DEVICE)
+	$(BIN)/reactkd train --stage teacher-dose --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/teacher-dose \
+	  --config $(DEMO_CONFIG) --epochs 6 --device $(DEMO_DEVICE)
+	$(BIN)/reactkd train --stage student --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/student \
+	  --config $(DEMO_CONFIG) --epochs 10 --device $(DEMO_DEVICE) \
+	  --teacher-sf $(DEMO_BUILD)/teacher-sf --teacher-dose $(DEMO_BUILD)/teacher-dose
+	$(BIN)/reactkd evaluate --manifest $(DEMO_BUILD)/cohort/manifest.csv --model $(DEMO_BUILD)/student \
+	  --out $(DEMO_BUILD)/evaluation --fold 0 --folds 3 --device $(DEMO_DEVICE)
+	rm -rf $(DEMO_MODEL) && mkdir -p $(DEMO_MODEL)
+	cp $(DEMO_BUILD)/student/model.safetensors $(DEMO_BUILD)/student/metadata.json $(DEMO_MODEL)/
 
 clean:
 	rm -rf build demo .pytest_cache .ruff_cache

@@ -228,17 +228,36 @@ def test_module_files_load_without_heavy_packages():
     """Execute both module files against stand-ins for Slicer's base classes in a fresh interpreter and
     check that nothing heavy got imported (what Slicer does at start-up)."""
     code = textwrap.dedent(f"""
-        import importlib.util, sys, types
-        base = types.ModuleType("slicer.ScriptedLoadableModule")
-        for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
-                     "ScriptedLoadableModuleTest"):
-            setattr(base, name, type(name, (), {{"__init__": lambda self, *a: None}}))
-        i18n = types.ModuleType("slicer.i18n")
-        i18n.tr = lambda text: text
-        i18n.translate = lambda context, text: text
-        slicer = types.ModuleType("slicer")
-        slicer.ScriptedLoadableModule, slicer.i18n = base, i18n
-        sys.modules.update({{"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": base}})
+        import importlib.abc, importlib.machinery, importlib.util, sys, types
+
+        class Stub:  # any Slicer/Qt class, function or decorator: subclassable, callable, any attribute
+            def __init__(self, *args, **kwargs):
+                pass
+            def __call__(self, *args, **kwargs):
+                return args[0] if len(args) == 1 and isinstance(args[0], type) else Stub()
+            def __getattr__(self, name):
+                return Stub()
+
+        class StubModule(types.ModuleType):
+            def __getattr__(self, name):
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                value = (lambda text, *a: text) if name in ("tr", "translate") else type(name, (Stub,), {{}})
+                setattr(self, name, value)
+                return value
+
+        class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            ROOTS = ("qt", "ctk", "vtk", "slicer", "SampleData", "PyTorchUtils")
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.ROOTS:
+                    return importlib.machinery.ModuleSpec(name, self, is_package=True)
+                return None
+            def create_module(self, spec):
+                return StubModule(spec.name)
+            def exec_module(self, module):
+                module.__path__ = []
+
+        sys.meta_path.insert(0, StubFinder())
         sys.path[:0] = [{str(REPO / "REACTKD")!r}, {str(REPO / "REACTKDTraining")!r}]
         for path in {[str(p) for p in MODULE_FILES]!r}:
             spec = importlib.util.spec_from_file_location("m", path)

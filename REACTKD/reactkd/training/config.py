@@ -2,6 +2,8 @@
 
 Example (every key optional; these are the defaults):
 
+    name: null             # package name prefix: <name>-<stage> (default reactkd-<stage>)
+    description: ""
     epochs: 30
     batch_size: 4
     learning_rate: 3.0e-4
@@ -46,6 +48,8 @@ class GraphConfig:
 
 @dataclass
 class TrainConfig:
+    name: str | None = None  # model package name prefix: <name>-<stage> (default reactkd-<stage>)
+    description: str = ""
     epochs: int = 30
     batch_size: int = 4
     learning_rate: float = 3e-4

@@ -186,7 +186,8 @@ class Trainer:
         model = self.model
         preprocessing = self.config.preprocess_config().to_dict()
         metadata = {
-            "name": f"reactkd-{self.stage.name}",
+            "name": f"{self.config.name or 'reactkd'}-{self.stage.name}",
+            "description": self.config.description,
             "version": __version__,
             "stage": self.stage.name,
             "architecture": model.architecture,
