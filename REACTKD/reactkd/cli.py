@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ldct.add_argument("--dose", required=True, type=float)
     ldct.add_argument("--out", required=True, type=Path)
     ldct.add_argument("--seed", type=int, default=0)
+    ldct.add_argument("--device", choices=DEVICES, default="cpu")
 
     demo = sub.add_parser("demo", help="generate a full-size synthetic PET/CT case and classify it")
     demo.add_argument("--out", type=Path, default=Path("demo"))
@@ -101,13 +102,18 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 
 def _run_ldct(args: argparse.Namespace) -> None:
+    from .devices import resolve_device
     from .io import read_image, write_image
     from .ldct import simulate_low_dose_image
 
     if not 0 < args.dose <= 1:
         raise ReactKDError(f"--dose must be a fraction in (0, 1], got {args.dose}")
+    device = resolve_device(args.device)
     image = read_image(args.ct, name="--ct")
-    write_image(simulate_low_dose_image(image, args.dose, seed=args.seed), args.out)
+    # A real scan already carries full-dose noise: add only the noise the lower dose is missing.
+    low_dose = simulate_low_dose_image(image, args.dose, seed=args.seed, input_is_full_dose=True,
+                                       device=device)
+    write_image(low_dose, args.out)
     print(f"wrote {args.out} (dose {args.dose:g})")
 
 
