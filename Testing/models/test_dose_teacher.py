@@ -6,13 +6,6 @@ from reactkd.models import DoseAwareTeacher
 GRID = (16, 32, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine has 2 shared cores: several intra-op threads only fight each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

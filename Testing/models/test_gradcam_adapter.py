@@ -7,13 +7,6 @@ from reactkd.models import GradCamAdapter, StructureFunctionTeacher, Student
 GRID = (16, 32, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine has 2 shared cores: several intra-op threads only fight each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_adapter_returns_the_models_logits():

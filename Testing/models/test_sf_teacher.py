@@ -9,13 +9,6 @@ GRID = (16, 32, 32)
 AVAILABLE = torch.tensor([[1, 1, 0], [1, 0, 1], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine has 2 shared cores: several intra-op threads only fight each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
