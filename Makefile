@@ -36,19 +36,19 @@ bench: $(STAMP) gl
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest Testing -m fuzz --hypothesis-profile=long
 
-# The shipped demonstration model, reproduced with the project's own commands (about 35 min on 2 CPU cores).
+# The shipped demonstration model, reproduced with the project's own commands (resumable: rerun after a stop).
 DEMO_BUILD  := build/demo-model
 DEMO_CONFIG := REACTKD/reactkd/configs/demo.yaml
 DEMO_DEVICE ?= auto
 DEMO_MODEL  := REACTKD/reactkd/data/models/reactkd-demo-student
 train-demo: $(STAMP)
-	$(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 48 --seed 7
+	test -f $(DEMO_BUILD)/cohort/manifest.csv || $(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 48 --seed 7
 	$(BIN)/reactkd train --stage teacher-sf --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/teacher-sf \
-	  --config $(DEMO_CONFIG) --epochs 6 --device $(DEMO_DEVICE)
+	  --config $(DEMO_CONFIG) --epochs 6 --device $(DEMO_DEVICE) --resume
 	$(BIN)/reactkd train --stage teacher-dose --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/teacher-dose \
-	  --config $(DEMO_CONFIG) --epochs 6 --device $(DEMO_DEVICE)
+	  --config $(DEMO_CONFIG) --epochs 4 --device $(DEMO_DEVICE) --resume
 	$(BIN)/reactkd train --stage student --manifest $(DEMO_BUILD)/cohort/manifest.csv --out $(DEMO_BUILD)/student \
-	  --config $(DEMO_CONFIG) --epochs 10 --device $(DEMO_DEVICE) \
+	  --config $(DEMO_CONFIG) --epochs 5 --device $(DEMO_DEVICE) --resume \
 	  --teacher-sf $(DEMO_BUILD)/teacher-sf --teacher-dose $(DEMO_BUILD)/teacher-dose
 	$(BIN)/reactkd evaluate --manifest $(DEMO_BUILD)/cohort/manifest.csv --model $(DEMO_BUILD)/student \
 	  --out $(DEMO_BUILD)/evaluation --fold 0 --folds 3 --device $(DEMO_DEVICE)

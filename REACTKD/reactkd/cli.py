@@ -32,8 +32,15 @@ def _fraction_list(text: str) -> list[float]:
     return values
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's error format: one `error: ...` line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reactkd", description="REACT-KD: HCC grading from CT / PET-CT.")
+    parser = _Parser(prog="reactkd", description="REACT-KD: HCC grading from CT / PET-CT.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="generate a synthetic dual-tracer PET/CT cohort")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from .errors import DeviceError
@@ -25,7 +27,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda") if cuda_usable() else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    if re.fullmatch(r"cuda(:\d+)?", name):  # anything else ("cuda0", "cudax") would make torch.device raise
         if not cuda_usable():
             raise DeviceError("CUDA was requested but no usable CUDA device is present (use --device cpu or auto)")
         device = torch.device(name)

@@ -6,6 +6,7 @@ Arrays follow SimpleITK's numpy convention: shape (z, y, x). Physical space is I
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
         raise ImageReadError(f"{name}: a 3D volume needs at least 2 voxels along each axis, got {image.GetSize()}")
     spacing = np.asarray(image.GetSpacing())
     if not np.all(np.isfinite(spacing)) or spacing.min() < MIN_SPACING_MM or spacing.max() > MAX_SPACING_MM:
-        raise GeometryError(f"{name}: implausible voxel spacing {tuple(spacing)} mm")
+        shown = ", ".join(f"{value:g}" for value in spacing)
+        raise GeometryError(f"{name}: implausible voxel spacing ({shown}) mm")
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
         raise GeometryError(f"{name}: direction matrix is not orthonormal")
@@ -106,7 +108,7 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
     path = str(path)
     name = name or path
     if os.path.isdir(path):
-        image = _read_dicom_folder(path)
+        image = _read_dicom_folder(path, name)
     else:
         if not os.path.isfile(path):
             raise ImageReadError(f"{name}: file not found")
@@ -119,6 +121,8 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
         except RuntimeError as exc:
             raise ImageReadError(f"{name}: not a readable image ({_first_line(exc)})") from None
         _check_header(name, reader)
+        _check_nifti_data_length(path, reader, name)
+        _check_inline_data_size(path, reader, name)
         try:
             image = reader.Execute()
         except (RuntimeError, MemoryError) as exc:
@@ -131,22 +135,91 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
     return image
 
 
-def _read_dicom_folder(path: str) -> sitk.Image:
+def _check_nifti_data_length(path: str, reader: sitk.ImageFileReader, name: str) -> None:
+    """Refuse a truncated NIfTI file: ITK's NIfTI reader silently fills missing voxels with zeros."""
+    if not path.lower().endswith((".nii", ".nii.gz")):
+        return
+    try:
+        count = int(np.prod([int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)],
+                            dtype=np.int64))
+        needed = int(float(reader.GetMetaData("vox_offset"))) + count * int(reader.GetMetaData("bitpix")) // 8
+    except (RuntimeError, ValueError):
+        return  # header fields missing: leave the decision to ITK
+    if not path.lower().endswith(".gz"):
+        available = os.path.getsize(path)
+    else:
+        available = _gzip_length(path, needed, name)
+    if available < needed:
+        raise ImageReadError(f"{name}: file is truncated ({available} of {needed} bytes of image data)")
+
+
+#: Deflate cannot compress by more than about 1032:1, so inline data needs at least this share of its size.
+MAX_COMPRESSION_RATIO = 1100
+_BYTES_PER_COMPONENT = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
+                        sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
+                        sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
+
+
+def _check_inline_data_size(path: str, reader: sitk.ImageFileReader, name: str) -> None:
+    """Refuse, before anything is allocated, a NRRD/MetaImage whose header claims more voxels than its inline
+    data could hold even compressed (ITK's NRRD reader would first allocate and zero the whole volume)."""
+    lower = path.lower()
+    if not lower.endswith((".nrrd", ".mha")):
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(1 << 16).decode("latin-1").lower()
+    detached = (re.search(r"^data ?file\s*:", header, re.MULTILINE) if lower.endswith(".nrrd")
+                else not re.search(r"^elementdatafile\s*=\s*local\s*$", header, re.MULTILINE))
+    if detached:
+        return
+    voxels = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
+    needed = voxels * _BYTES_PER_COMPONENT.get(reader.GetPixelID(), 1)
+    if needed > MAX_COMPRESSION_RATIO * os.path.getsize(path):
+        raise ImageReadError(f"{name}: header claims {needed} bytes of image data but the file is only "
+                             f"{os.path.getsize(path)} bytes (truncated or forged)")
+
+
+def _gzip_length(path: str, enough: int, name: str) -> int:
+    """Decompressed length of a gzip file, counted up to `enough` bytes (a cut stream just ends early)."""
+    import zlib
+
+    inflater, available, members = zlib.decompressobj(wbits=31), 0, 0
+    with open(path, "rb") as handle:
+        while available < enough and (data := handle.read(1 << 20)):
+            while data and available < enough:
+                try:
+                    available += len(inflater.decompress(data, 1 << 24))
+                except zlib.error as exc:
+                    if members:  # padding or junk after a complete member: gzip readers ignore it too
+                        return available
+                    raise ImageReadError(f"{name}: corrupt compressed data ({exc})") from None
+                data = inflater.unconsumed_tail
+                if inflater.eof:  # a gzip file may hold several members
+                    data, inflater, members = inflater.unused_data + data, zlib.decompressobj(wbits=31), members + 1
+    return available
+
+
+def _read_dicom_folder(path: str, name: str) -> sitk.Image:
+    # GDCM prints a multi-line warning for a folder without DICOM files; the error below says it in one line.
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(path)
     except RuntimeError:
         series = ()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if not series:
-        raise ImageReadError(f"{path}: folder holds no DICOM series")
+        raise ImageReadError(f"{name}: folder holds no DICOM series")
     if len(series) > 1:
-        raise ImageReadError(f"{path}: folder holds {len(series)} DICOM series; give a folder with exactly one")
+        raise ImageReadError(f"{name}: folder holds {len(series)} DICOM series; give a folder with exactly one")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path, series[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise ImageReadError(f"{path}: DICOM series could not be read ({_first_line(exc)})") from None
+        raise ImageReadError(f"{name}: DICOM series could not be read ({_first_line(exc)})") from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -53,12 +53,16 @@ def _resolve(root: Path, cell: str, where: str, problems: list[str]) -> Path | N
     if relative.is_absolute() or os.path.splitdrive(cell)[0]:
         problems.append(f"{where}: absolute path {cell!r} is not allowed (paths are relative to the manifest)")
         return None
-    resolved = (root / relative).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        problems.append(f"{where}: path {cell!r} points outside the cohort folder")
-        return None
-    if not resolved.exists():
-        problems.append(f"{where}: file not found: {cell}")
+    try:
+        resolved = (root / relative).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            problems.append(f"{where}: path {cell!r} points outside the cohort folder")
+            return None
+        if not resolved.exists():
+            problems.append(f"{where}: file not found: {cell}")
+            return None
+    except (ValueError, OSError) as exc:  # NUL bytes, names too long, link loops
+        problems.append(f"{where}: unusable path {cell!r} ({exc})")
         return None
     return resolved
 

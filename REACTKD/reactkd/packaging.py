@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_path, write_text_atomic
-from .errors import ModelPackageError
+from .errors import ConfigError, ModelPackageError
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
@@ -74,6 +74,8 @@ def read_metadata(model_dir: str | os.PathLike) -> dict:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelPackageError(f"{meta_path}: invalid JSON ({exc})") from None
+    except RecursionError:  # hostile nesting ([[[[...]]]]) within the size limit
+        raise ModelPackageError(f"{meta_path}: invalid JSON (nested too deeply)") from None
     if not isinstance(metadata, dict):
         raise ModelPackageError(f"{meta_path}: metadata must be a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
@@ -116,6 +118,7 @@ def save_package(model, out_dir: str | os.PathLike, metadata: dict) -> Path:
 
 def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPackage:
     """Verify and load a package; the network comes back in eval mode on `device`."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .models import build_model
@@ -123,9 +126,16 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
     metadata = verify_package(model_dir)
     try:
         model = build_model(metadata["architecture"], **metadata["architecture_args"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ModelPackageError(f"{model_dir}: cannot build architecture {metadata['architecture']!r} ({exc})") from None
-    state = load_file(str(Path(model_dir) / WEIGHTS_FILE), device="cpu")
+    class_names = metadata["class_names"]
+    if not isinstance(class_names, list) or len(class_names) != model.n_classes \
+            or not all(isinstance(name, str) for name in class_names):
+        raise ModelPackageError(f"{model_dir}: class_names must list {model.n_classes} class names")
+    try:
+        state = load_file(str(Path(model_dir) / WEIGHTS_FILE), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ModelPackageError(f"{model_dir}: weights file is malformed ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

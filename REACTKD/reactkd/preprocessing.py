@@ -63,6 +63,7 @@ class PreprocessedCase:
     grid: Geometry  # model grid geometry (LPS)
     native: Geometry  # CT geometry
     crop_index: tuple[tuple[int, int], ...] = field(default=())  # native (x, y, z) [start, stop) of the crop
+    warnings: list[str] = field(default_factory=list)  # usable but suspicious input (e.g. CT not in HU)
 
 
 def check_mask(ct: sitk.Image, mask: sitk.Image) -> np.ndarray:
@@ -72,8 +73,11 @@ def check_mask(ct: sitk.Image, mask: sitk.Image) -> np.ndarray:
                             "resample the segmentation onto the CT first")
     array = sitk.GetArrayViewFromImage(mask)
     low, high = float(array.min()), float(array.max())
-    if low < 0 or high > TUMOUR or not np.array_equal(array, np.round(array)):
+    if low < 0 or high > TUMOUR:
         raise MaskError(f"mask values must be 0 (background), 1 (liver) and 2 (tumour); found range [{low:g}, {high:g}]")
+    if not np.array_equal(array, np.round(array)):
+        raise MaskError("mask values must be whole numbers 0 (background), 1 (liver) and 2 (tumour); "
+                        "found fractional values (an interpolated mask?)")
     labels = array.astype(np.uint8)
     counts = np.bincount(labels.ravel(), minlength=3)
     if counts[LIVER] + counts[TUMOUR] == 0:
@@ -154,6 +158,25 @@ def clean_label_map(labels: np.ndarray, min_liver_island_fraction: float) -> np.
     return cleaned
 
 
+#: Median HU of liver parenchyma in any CT phase lies well inside this range; values outside suggest other units.
+LIVER_HU_RANGE = (-150.0, 350.0)
+
+
+def hounsfield_warnings(ct_hu: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Warnings when a CT (on the model grid) does not look like Hounsfield units; the case is still usable."""
+    liver = ct_hu[labels == LIVER]
+    if liver.size:
+        median = float(np.median(liver))
+        if not LIVER_HU_RANGE[0] <= median <= LIVER_HU_RANGE[1]:
+            return [f"CT values inside the liver (median {median:.4g}) do not look like Hounsfield units "
+                    f"(expected {LIVER_HU_RANGE[0]:g} to {LIVER_HU_RANGE[1]:g}); check rescale slope/intercept"]
+    low, high = float(ct_hu.min()), float(ct_hu.max())
+    if high - low < 50.0:
+        return [f"CT values span only [{low:.4g}, {high:.4g}]; this does not look like a CT in Hounsfield units "
+                "(normalised data?)"]
+    return []
+
+
 def normalise_ct(ct_hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """Clip CT to the HU window and scale to [0, 1] (also used on simulated low-dose CT)."""
     low, high = window
@@ -211,7 +234,8 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
         available[channel] = True
     if config.zscore:
         images[available] = np.stack([_zscore(v) for v in images[available]])
-    return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box)
+    return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box,
+                            hounsfield_warnings(ct_hu, label_map))
 
 
 def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from ..devices import is_out_of_memory, resolve_device
-from ..errors import ModelPackageError
+from ..errors import ModelPackageError, ReactKDError
 from ..packaging import load_package
 from ..preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
 from .region_graph import region_graph
@@ -56,7 +56,10 @@ class Classifier:
         self.device = resolve_device(device)
         self.package = load_package(self.model_dir, device=str(self.device))
         self.metadata = self.package.metadata
-        self.preprocess = PreprocessConfig.from_dict(self.metadata["preprocessing"])
+        try:
+            self.preprocess = PreprocessConfig.from_dict(self.metadata["preprocessing"])
+        except (TypeError, ValueError, AttributeError, ReactKDError) as exc:
+            raise ModelPackageError(f"{self.model_dir}: invalid preprocessing settings in metadata ({exc})") from None
         self.graph_settings = self.metadata.get("graph", {})
         self.warnings: list[str] = []
         self._lock = threading.Lock()
@@ -148,7 +151,7 @@ class Classifier:
             grade=names[outputs["class_index"]], class_index=outputs["class_index"], class_names=names,
             probabilities={n: float(p) for n, p in zip(names, probs)}, attention_cbam=cbam_native,
             attention_gradcam=gradcam_native, graph=graph, model=model_info, device=str(self.device),
-            inputs=inputs, timings_ms=timings, warnings=notes, preprocessed=case)
+            inputs=inputs, timings_ms=timings, warnings=notes + case.warnings, preprocessed=case)
 
 
 def _unit_range(volume: np.ndarray) -> np.ndarray:

@@ -78,8 +78,11 @@ def add_segmentation(scene: slicer.vtkMRMLScene, labels: sitk.Image | slicer.vtk
                                                                                           segmentation_node):
             raise MaskError(f"{labels_node.GetName()}: label map could not be imported as segments")
     finally:
-        if temporary is not None:
+        if temporary is not None:  # with its display node, which RemoveNode would leave orphaned in the scene
+            displays = [temporary.GetNthDisplayNode(i) for i in range(temporary.GetNumberOfDisplayNodes())]
             scene.RemoveNode(temporary)
+            for display in filter(None, displays):
+                scene.RemoveNode(display)
     _style_segments(segmentation_node)
     return segmentation_node
 

@@ -1,8 +1,10 @@
 """Checkpoints without pickle: tensors (model, optimizer state) in safetensors, everything else in JSON.
 
-Both files are written atomically, the JSON last, so a run killed at any moment leaves either the previous
-complete checkpoint or the new one. Per-epoch random streams are derived from (seed, epoch), so no RNG state
-has to be saved for a resumed run to repeat an uninterrupted one exactly.
+Both files are written atomically. The tensors file also carries the JSON in its own header and resuming
+reads it from there, so a run killed between the two renames (new tensors, old JSON) still resumes from one
+consistent checkpoint; state.json is the human-readable copy and the marker that a checkpoint exists.
+Per-epoch random streams are derived from (seed, epoch), so no RNG state has to be saved for a resumed run
+to repeat an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path, write_text_atomic
@@ -18,6 +21,7 @@ from ..errors import ConfigError
 
 STATE_FILE = "state.safetensors"
 INFO_FILE = "state.json"
+INFO_KEY = "reactkd_state"  # safetensors header entry holding the same JSON as state.json
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -51,10 +55,11 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optim_tensors, optim_info = _flatten_optimizer(optimizer)
     tensors.update(optim_tensors)
-    with atomic_path(folder / STATE_FILE) as tmp:
-        save_file(tensors, str(tmp))
     payload = {**info, "optimizer": optim_info, "scheduler": scheduler.state_dict() if scheduler else None}
-    write_text_atomic(folder / INFO_FILE, json.dumps(payload, indent=1, default=float))
+    text = json.dumps(payload, indent=1, default=float)
+    with atomic_path(folder / STATE_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={INFO_KEY: text})
+    write_text_atomic(folder / INFO_FILE, text)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
@@ -62,8 +67,14 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     info_path = folder / INFO_FILE
     if not info_path.is_file() or not (folder / STATE_FILE).is_file():
         raise ConfigError(f"{folder}: no checkpoint to resume from")
-    info = json.loads(info_path.read_text())
-    tensors = load_file(str(folder / STATE_FILE))
+    try:
+        with safe_open(str(folder / STATE_FILE), framework="pt") as handle:
+            embedded = (handle.metadata() or {}).get(INFO_KEY)
+        info = json.loads(embedded if embedded is not None else info_path.read_text())
+        tensors = load_file(str(folder / STATE_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{folder}: checkpoint is unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
+                          "delete the folder or choose another --out") from None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
     if scheduler is not None and info.get("scheduler"):
