@@ -3,6 +3,7 @@ level, so `pytest Testing -m fuzz --hypothesis-profile=long` finds it before any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
 from synthetic_images import make_case
 
 settings.register_profile("long", max_examples=1000, deadline=None,

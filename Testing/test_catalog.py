@@ -10,6 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 import reactkd
 from reactkd import catalog as catalog_module
 from reactkd.catalog import ModelCatalog, default_user_file, schema_problems, validate_catalog_document

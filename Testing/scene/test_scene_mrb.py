@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from reactkd.errors import ReactKDError
 from reactkd.io import Geometry
 
@@ -88,8 +89,9 @@ def test_mrb_errors(headless, tmp_path):
 
 def test_write_classification_scene(scene_case, tmp_path):
     import vtk
-    from reactkd.scene import write_classification_scene
     from vtk.util import numpy_support
+
+    from reactkd.scene import write_classification_scene
 
     files = write_classification_scene(
         tmp_path, scene_case.ct, {"attention_cbam": scene_case.attention, "attention_gradcam": scene_case.attention},

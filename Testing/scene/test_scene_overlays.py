@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from reactkd.errors import MaskError, ReactKDError
 
 pytestmark = pytest.mark.scene
@@ -48,8 +49,9 @@ def test_show_attention_sets_heat_table_window_and_every_view(headless, scene_ca
 
 
 def test_segmentation_has_liver_and_tumour_with_label_voxel_counts(headless, scene_case):
-    from reactkd.scene import add_segmentation, add_volume, segment_id_by_name
     from vtk.util import numpy_support
+
+    from reactkd.scene import add_segmentation, add_volume, segment_id_by_name
 
     scene = headless.scene
     ct_node = add_volume(scene, scene_case.ct, "CT")
@@ -79,8 +81,9 @@ def test_segmentation_refuses_unknown_labels(headless, scene_case):
 
 
 def test_region_graph_points_labels_and_weighted_edges(headless, scene_case):
-    from reactkd.scene import add_region_graph
     from vtk.util import numpy_support
+
+    from reactkd.scene import add_region_graph
 
     scene = headless.scene
     graph = scene_case.graph

@@ -122,8 +122,9 @@ def test_png_written_atomically_matches_render_and_frames_are_fast(rendered, sce
 
 def test_render_slice_png_one_call(scene_case, tmp_path):
     import vtk
-    from reactkd.scene import add_volume, create_headless_scene, render_slice_png
     from vtk.util import numpy_support
+
+    from reactkd.scene import add_volume, create_headless_scene, render_slice_png
 
     context = create_headless_scene()
     try:

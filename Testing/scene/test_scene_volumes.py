@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from reactkd.errors import GeometryError
 from reactkd.io import Geometry
 
@@ -13,6 +14,7 @@ pytestmark = pytest.mark.scene
 
 def test_ijk_to_ras_matches_geometry_of_oblique_anisotropic_image(headless, scene_case):
     import vtk
+
     from reactkd.scene import add_volume
     from reactkd.scene.volumes import vtk_matrix_to_numpy
 
@@ -48,6 +50,7 @@ def test_arrays_round_trip_exactly(headless, scene_case):
 def test_slicer_util_helpers_work_on_the_headless_scene(headless, scene_case):
     import slicer
     import slicer.util
+
     from reactkd.scene import add_volume
 
     node = add_volume(headless.scene, scene_case.ct, "CT")

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 import reactkd
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "REACTKDTraining"

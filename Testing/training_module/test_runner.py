@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from reactkd.catalog import ModelCatalog
 from reactkd.errors import ConfigError
 from REACTKDTrainingLib.runner import TrainingRunner, reactkd_search_path, slicer_python_executable

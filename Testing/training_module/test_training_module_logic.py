@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from reactkd.catalog import ModelCatalog
 from REACTKDTrainingLib.runner import TrainingRunner, slicer_python_executable
 
