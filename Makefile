@@ -25,7 +25,7 @@ demo: $(STAMP) gl
 	$(BIN)/reactkd demo --out demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check REACTKD REACTKDTraining Testing benchmarks
+	$(BIN)/ruff check REACTKD REACTKDTraining Testing benchmarks experiments Resources
 
 test: $(STAMP) gl lint
 	$(BIN)/python -m pytest
