@@ -57,17 +57,27 @@ def subset_inputs(cohort: CohortTensors, subset: str) -> tuple[torch.Tensor, tor
     return keep, images, available
 
 
-def dose_inputs(cohort: CohortTensors, dose: float, window: tuple[float, float], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CT-only inputs with the CT degraded to `dose` by the low-dose simulator (deterministic per seed)."""
-    from ..ldct import degrade_batch
+def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CT-only model inputs with each native CT degraded to `dose` before preprocessing.
 
-    generator = torch.Generator().manual_seed(seed)
-    ct = degrade_batch(cohort.ct_hu, torch.full((len(cohort),), dose), cohort.spacing[:, :2], generator)
-    low, high = window
-    images = torch.zeros_like(cohort.images)
-    images[:, 0] = (ct.clamp(low, high) - low) / (high - low)
-    available = torch.tensor([True, False, False]).expand(len(cohort), 3).clone()
-    return images, available
+    The simulator runs on the native grid: its noise depends on the pixel size, and after resampling to a
+    coarse model grid most of it would already be averaged away.
+    """
+    from ..io import read_image
+    from ..ldct import simulate_low_dose_image
+    from ..preprocessing import preprocess_case
+
+    images = []
+    for index, record in enumerate(records):
+        ct = read_image(record.ct, name=f"{record.case_id} ct")
+        if dose < 1:
+            ct = simulate_low_dose_image(ct, dose, seed=seed + index, input_is_full_dose=True)
+        case = preprocess_case(ct, read_image(record.mask, name=f"{record.case_id} mask"), config=preprocess)
+        images.append(torch.from_numpy(case.images))
+    stacked = torch.stack(images)
+    stacked[:, 1:] = 0
+    available = torch.tensor([True, False, False]).expand(len(records), 3).clone()
+    return stacked, available
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -104,10 +114,12 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     doses: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if not needs_pet:
         for dose in args.doses:
-            images, available = dose_inputs(cohort, dose, preprocess.ct_window, seed=0)
+            images, available = dose_inputs(records, preprocess, dose, seed=0)
             doses[dose] = (labels, predict(package.model, images, available, device))
             progress.emit("section", name=f"dose {dose:g}", n=len(labels))
-    overall_key = "ct" if "ct" in modalities else next(iter(modalities), None)
+    # "overall": the deployment input of the model (CT alone; all available PET for the SF teacher).
+    preferred = ("all", "ct+fdg", "ct+act") if needs_pet else ("ct",)
+    overall_key = next((k for k in preferred if k in modalities), next(iter(modalities), None))
     if overall_key is None:
         raise ConfigError("no case has the modalities this model needs")
     report = write_evaluation_report(args.out, {"overall": modalities[overall_key]}, meta["class_names"],
