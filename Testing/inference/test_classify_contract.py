@@ -189,3 +189,26 @@ def test_classify_is_deterministic_and_thread_safe(case_files, student):
                               sitk.GetArrayViewFromImage(first.attention_cbam))
     with pytest.raises(MaskError):
         classifier.classify(case.ct, sitk.Image(case.mask) * 0)
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(case_files, student, monkeypatch):
+    """Simulate a CUDA device whose first forward runs out of memory: the case is redone on the CPU."""
+    import torch
+
+    _, case = case_files
+    classifier = Classifier(student, device="cpu")
+    real_infer = classifier._infer
+    calls = []
+
+    def infer_once_out_of_memory(prepared, timings):
+        calls.append(str(classifier.device))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_infer(prepared, timings)
+
+    monkeypatch.setattr(classifier, "_infer", infer_once_out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    classifier.device = torch.device("cuda")
+    result = classifier.classify(case.ct, case.mask)
+    assert calls == ["cuda", "cpu"] and result.device == "cpu"
+    assert any("out of memory" in warning for warning in result.warnings)
