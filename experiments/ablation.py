@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("REACTKD/reactkd/configs/ablation.yaml"))
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--only-folds", type=int, nargs="*", help="run only these folds (e.g. 0)")
     args = parser.parse_args()
     out = args.out
     manifest = out / "cohort/manifest.csv"
@@ -75,7 +76,7 @@ def main() -> None:
     records = read_manifest(manifest)
     results: dict[str, list[dict]] = {}
     start = time.time()
-    for fold in range(args.folds):
+    for fold in args.only_folds if args.only_folds else range(args.folds):
         folder = out / f"fold{fold}"
         common = ["--manifest", str(manifest), "--fold", str(fold), "--folds", str(args.folds), "--device", args.device,
                   "--progress", "none"]
@@ -91,7 +92,8 @@ def main() -> None:
                 extra = []
                 if stage == "student":
                     extra = ["--teacher-sf", str(folder / "teacher-sf"), "--teacher-dose", str(folder / "teacher-dose")]
-                run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), *common, *extra])
+                run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), "--resume", *common,
+                     *extra])
             eval_dir = model_dir / "evaluation"
             if not (eval_dir / "metrics.json").exists():
                 modalities = "all" if stage == "teacher-sf" else "ct"
@@ -116,7 +118,7 @@ def _mean_sd(values) -> str:
 
 
 def table(results: dict, args) -> str:
-    lines = [f"3-fold cross-validation on {args.cases} synthetic cases (seed {args.seed}), config `{args.config}`; "
+    lines = [f"{args.folds}-fold cross-validation (folds run: {args.only_folds or 'all'}) on {args.cases} synthetic cases (seed {args.seed}), config `{args.config}`; "
              "mean ± SD over folds; per-fold 95% bootstrap CIs in ablation.json.", "",
              "| model | macro AUC | accuracy | macro F1 | AUC dose 1 | 0.5 | 0.25 | 0.1 | Grad-CAM in tumour |",
              "|---|---|---|---|---|---|---|---|---|"]
