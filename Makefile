@@ -33,6 +33,9 @@ test: $(STAMP) gl lint
 bench: $(STAMP) gl
 	$(BIN)/python benchmarks/run_all.py
 
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --gpu
+
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest Testing -m fuzz --hypothesis-profile=long
 

@@ -19,6 +19,7 @@ def main() -> None:
     args = parser.parse_args()
     case = generate_case(seed=2025, label=2, size="full")
     print(f"CT size {case.ct.GetSize()}, spacing {tuple(round(s, 3) for s in case.ct.GetSpacing())}")
+    print("| inputs | median | min | runs |\n|---|---|---|---|")
     for name, pets in (("CT + mask", {}), ("CT + mask + FDG + acetate", {"pet_fdg": case.pet_fdg, "pet_act": case.pet_act})):
         preprocess_case(case.ct, case.mask, **pets)  # warm-up
         times = []
