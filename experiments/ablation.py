@@ -52,7 +52,7 @@ def gradcam_share_in_tumour(model_dir: Path, records) -> float:
     shares = []
     for record in records:
         ct, mask = read_image(record.ct), read_image(record.mask)
-        cam = sitk.GetArrayViewFromImage(classifier.classify(ct, mask).attention_gradcam)
+        cam = sitk.GetArrayFromImage(classifier.classify(ct, mask).attention_gradcam)  # a copy: the result is temporary
         tumour = sitk.GetArrayViewFromImage(mask) == 2
         shares.append(float(cam[tumour].sum() / max(cam.sum(), 1e-12)))
     return float(np.mean(shares))
