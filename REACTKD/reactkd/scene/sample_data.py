@@ -8,7 +8,6 @@ loader serves Slicer's Sample Data module (registered by REACTKD.py) and the hea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import slicer
 
 from ..errors import ReactKDError
 from ..io import read_image
+from ..packaging import sha256_of
 from .overlays import apply_ct_window
 from .volumes import add_volume
 
@@ -49,14 +49,6 @@ class SampleNodes:
 
     def nodes(self) -> list:
         return [self.ct, self.pet_fdg, self.pet_act, self.segmentation]
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(folder: str | os.PathLike = SAMPLE_DIR) -> dict:
