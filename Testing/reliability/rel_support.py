@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-#: Tiny training config (same as Testing/training/test_training_integration.py).
-TINY_CONFIG = """
-batch_size: 4
-preprocessing: {grid: [32, 32, 32]}
-graph: {liver_parcels: 4}
-teacher: {feature_size: 12, depths: [1, 1, 1, 1]}
-student: {init_filters: 8, blocks_down: [1, 1, 1, 1]}
-"""
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+from tiny_training import CHILD_ENV, TINY_CONFIG  # noqa: F401  (re-exported for the reliability tests)
 
 
 def fuzz_settings(examples: int = 30) -> settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,15 +12,9 @@ import pytest
 
 from reactkd.cli import main
 from reactkd.packaging import verify_package
+from tiny_training import CHILD_ENV, TINY_CONFIG
 
-TINY = """
-batch_size: 4
-preprocessing: {grid: [32, 32, 32]}
-graph: {liver_parcels: 4}
-teacher: {feature_size: 12, depths: [1, 1, 1, 1]}
-student: {init_filters: 8, blocks_down: [1, 1, 1, 1]}
-"""
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TINY, ENV = TINY_CONFIG, CHILD_ENV
 
 
 @pytest.fixture(scope="module")
