@@ -125,3 +125,27 @@ def test_deterministic(small_case):
     a = preprocess_case(ct, mask, pet_fdg=pet, config=SMALL)
     b = preprocess_case(ct, mask, pet_fdg=pet, config=SMALL)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.label_map, b.label_map)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.float32, np.float64])
+def test_mask_pixel_type_does_not_change_the_result(small_case, dtype):
+    """The mask checks take shortcuts for integer types (no rounding pass; uint8 used in place): every pixel
+    type of the same labels must give the same case, and float masks still get the whole-number check."""
+    ct, mask, _ = small_case
+    labels = sitk.GetArrayFromImage(mask)
+    expected = preprocess_case(ct, mask, config=SMALL)
+    typed = sitk.GetImageFromArray(labels.astype(dtype))
+    typed.CopyInformation(ct)
+    case = preprocess_case(ct, typed, config=SMALL)
+    np.testing.assert_array_equal(case.images, expected.images)
+    np.testing.assert_array_equal(case.label_map, expected.label_map)
+    assert case.crop_index == expected.crop_index
+    if np.issubdtype(dtype, np.floating):
+        fractional = sitk.GetImageFromArray(np.where(labels == 1, 0.5, labels).astype(dtype))
+        fractional.CopyInformation(ct)
+        with pytest.raises(MaskError, match="whole numbers"):
+            preprocess_case(ct, fractional, config=SMALL)
+        background_only = sitk.GetImageFromArray(np.full(labels.shape, 0.4, dtype))
+        background_only.CopyInformation(ct)
+        with pytest.raises(MaskError, match="whole numbers"):
+            preprocess_case(ct, background_only, config=SMALL)

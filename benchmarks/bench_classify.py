@@ -1,8 +1,9 @@
 """Warm `classify` of a full-size CT with masks on the CPU, end to end, against a reference-style baseline.
 
-reactkd: Classifier.classify (preprocess: crop to the liver + resample to the model grid, forward with CBAM
-attention, Grad-CAM, region graph, both maps back onto the CT grid) + write_outputs(render=False) (the two
-NRRD maps, graph.json, result.json). The optional overview.png + scene.mrb step (render_and_scene) is
+reactkd: Classifier.classify (preprocess: crop to the liver + resample to the model grid; one forward pass
+giving logits and CBAM attention, plus a backward pass from the explained layer only for Grad-CAM; region
+graph; both maps back onto the CT grid) + write_outputs(render=False) (the two NRRD maps, graph.json,
+result.json). The optional overview.png + scene.mrb step (render_and_scene) is
 measured in its own configuration. Baseline (benchmarks/reference_pipeline.py): whole-volume resample to
 64 x 224 x 224, SegResNet with decoder into a 28.9 M parameter linear head, Grad-CAM, map back, write.
 
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("preprocess", "forward", "gradcam", "graph", "to_native")
+STEPS = ("preprocess", "forward_gradcam", "graph", "to_native")  # forward_gradcam: forward + Grad-CAM
 TARGET_MS = 2000.0
 
 

@@ -227,13 +227,14 @@ def _first_line(exc: Exception) -> str:
     return lines[-1][:200] if lines else type(exc).__name__
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write an image atomically; the format follows the suffix (.nii.gz, .nrrd, .mha, ...)."""
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, level: int = -1) -> Path:
+    """Write an image atomically; the format follows the suffix (.nii.gz, .nrrd, .mha, ...). `level` is the zlib
+    compression level (-1: ITK's default; 1 is about as fast as no compression on mostly-zero maps)."""
     path = Path(path)
     if not str(path).lower().endswith(WRITABLE_SUFFIXES):
         raise ImageReadError(f"{path}: unsupported output format (use one of {', '.join(WRITABLE_SUFFIXES)})")
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        sitk.WriteImage(image, str(tmp), useCompression=compress, compressionLevel=level)
     return path
 
 

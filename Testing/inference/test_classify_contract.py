@@ -212,3 +212,23 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(case_files, stu
     result = classifier.classify(case.ct, case.mask)
     assert calls == ["cuda", "cpu"] and result.device == "cpu"
     assert any("out of memory" in warning for warning in result.warnings)
+
+
+def test_repeated_classify_reuses_one_gradcam_and_matches_a_fresh_classifier(case_files, student):
+    """MONAI's GradCAM hooks stay on the model: a second call must not add more, and a warm classifier must
+    give what a fresh one gives (the predicted class is the one Grad-CAM explains)."""
+    _, case = case_files
+    warm = Classifier(student, device="cpu")
+    layer = warm.model.get_submodule(warm.model.cam_layer)
+    first = warm.classify(case.ct, case.mask)
+    hooks = (len(layer._forward_hooks), len(layer._forward_pre_hooks), len(layer._backward_hooks))
+    for _ in range(2):
+        again = warm.classify(case.ct, case.mask)
+    assert (len(layer._forward_hooks), len(layer._forward_pre_hooks), len(layer._backward_hooks)) == hooks
+    fresh = Classifier(student, device="cpu").classify(case.ct, case.mask)
+    for result in (again, fresh):
+        assert result.probabilities == first.probabilities
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(result.attention_gradcam),
+                                      sitk.GetArrayViewFromImage(first.attention_gradcam))
+    assert first.class_index == int(np.argmax(list(first.probabilities.values())))
+    assert float(sitk.GetArrayViewFromImage(first.attention_gradcam).max()) > 0

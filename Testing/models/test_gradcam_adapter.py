@@ -40,3 +40,38 @@ def test_monai_gradcam_gives_input_sized_map(build):
     assert float(result.min()) >= 0 and float(result.max()) <= 1
     assert float(result.max() - result.min()) > 0  # a real map, not a constant
     assert model.training  # GradCAM restores the mode it found
+
+
+@pytest.mark.parametrize("build", [lambda: Student(init_filters=8),
+                                   lambda: StructureFunctionTeacher(feature_size=12, window_size=4)])
+def test_backward_from_the_cam_layer_gives_the_same_map_without_encoder_gradients(build):
+    """The inference path (frozen weights, backward starting at the explained layer's input) must give exactly
+    the map of a full backward pass to the input, and the same logits, in one forward."""
+    torch.manual_seed(2)
+    model = build().eval()
+    images = torch.rand(1, 3, *GRID)
+    available = torch.tensor([[True, True, False]])
+    full = GradCAM(nn_module=GradCamAdapter(model, available), target_layers=f"model.{model.cam_layer}")
+    expected = full(images.clone().requires_grad_(True))
+    for parameter in model.parameters():
+        parameter.grad = None
+
+    adapter = GradCamAdapter(model, backward_from_cam_layer=True)
+    one_pass = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(images, available=available)
+    torch.testing.assert_close(one_pass, expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.last_output.logits, model(images, available).logits)
+    # The backward pass stopped at the explained layer: the head has gradients, the encoder none.
+    assert model.head.linear.weight.grad is not None
+    before_cut = [p for name, p in model.named_parameters() if not name.startswith(("head.", f"{model.cam_layer}."))]
+    assert before_cut and all(p.grad is None for p in before_cut)
+
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # as in a loaded package
+    frozen = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(images, available=available)
+    torch.testing.assert_close(frozen, expected, rtol=0, atol=1e-6)
+
+    # Without the cut, frozen weights and an input that needs no grad leave nothing to differentiate.
+    adapter.remove_hooks()
+    with pytest.raises(RuntimeError):
+        GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(images, available=available)

@@ -61,6 +61,11 @@ class Classifier:
         except (TypeError, ValueError, AttributeError, ReactKDError) as exc:
             raise ModelPackageError(f"{self.model_dir}: invalid preprocessing settings in metadata ({exc})") from None
         self.graph_settings = self.metadata.get("graph", {})
+        # Convolutions run ~1.25x faster channels-last on CPU (oneDNN); the Swin teachers gain nothing from it.
+        self._memory_format = torch.channels_last_3d if self.metadata["architecture"] == "student" else \
+            torch.contiguous_format
+        self.model.to(memory_format=self._memory_format)
+        self._cam = None
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -102,31 +107,35 @@ class Classifier:
                 outputs = self._infer(case, timings)
             return self._assemble(case, outputs, timings, notes)
 
+    def _gradcam(self):
+        """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
+        removes, so building one per call would pile them up."""
+        if self._cam is None:
+            from monai.visualize import GradCAM
+
+            from ..models import GradCamAdapter
+
+            adapter = GradCamAdapter(self.model, backward_from_cam_layer=True)
+            self._cam = adapter, GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)
+        return self._cam
+
     def _infer(self, case: PreprocessedCase, timings: dict[str, float]) -> dict:
-        from monai.visualize import GradCAM
-
-        from ..models import GradCamAdapter
-
-        images = torch.from_numpy(case.images)[None].to(self.device)
+        """One forward pass gives the logits, the CBAM attention, the features and (with a backward pass from the
+        explained layer only) the Grad-CAM map of the predicted class."""
+        adapter, gradcam = self._gradcam()
+        images = torch.from_numpy(case.images)[None].to(self.device, memory_format=self._memory_format)
         available = torch.from_numpy(case.available)[None].to(self.device)
         start = time.perf_counter()
-        with torch.no_grad():
-            out = self.model(images, available)
-            probs = torch.softmax(out.logits.float(), dim=1)[0]
-            attention = self.model.attention_map()[0, 0].float()
-            features = out.features[0].float()
-        probs_np, attention_np = probs.cpu().numpy(), attention.cpu().numpy()
-        timings["forward"] = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        class_index = int(np.argmax(probs_np))
-        adapter = GradCamAdapter(self.model, available)
-        # The package's weights are frozen, so the input must require grad for the backward pass to exist.
         with torch.enable_grad():
-            cam = GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)(
-                images.detach().requires_grad_(True), class_idx=class_index)
-        timings["gradcam"] = (time.perf_counter() - start) * 1000
-        return {"probs": probs_np, "attention": attention_np, "gradcam": cam[0, 0].detach().float().cpu().numpy(),
-                "features": features, "class_index": class_index}
+            cam = gradcam(images, class_idx=None, available=available)
+        out = adapter.last_output
+        probs = torch.softmax(out.logits.detach().float(), dim=1)[0]
+        outputs = {"probs": probs.cpu().numpy(), "class_index": int(gradcam.nn_module.class_idx[0]),
+                   "attention": self.model.attention_map()[0, 0].detach().float().cpu().numpy(),
+                   "features": out.features[0].detach().float(), "gradcam": cam[0, 0].detach().float().cpu().numpy()}
+        adapter.last_output = None  # do not keep the case's tensors alive between calls
+        timings["forward_gradcam"] = (time.perf_counter() - start) * 1000
+        return outputs
 
     def _assemble(self, case: PreprocessedCase, outputs: dict, timings: dict[str, float],
                   notes: list[str]) -> ClassificationResult:
