@@ -55,13 +55,13 @@ def resampled_case(ct, mask, size_xyz: tuple[int, int, int]):
 
 
 def train_worker(args: argparse.Namespace) -> None:
-    """One student-stage step timing on one grid; prints a JSON line."""
+    """One training-step timing of one stage on one grid; prints a JSON line."""
     import torch
     from bench_train_step import run, synthetic_batch_source
 
     grid = tuple(args.train_worker)
     source = synthetic_batch_source(args.train_batch, grid)
-    result = run("student", source, torch.device(args.device), True, args.train_batch, args.train_steps,
+    result = run(args.train_stages, source, torch.device(args.device), True, args.train_batch, args.train_steps,
                  {"feature_size": args.teacher_size}, warmup=args.train_warmup)
     result["peak_rss_mib"] = rss_mib("VmHWM")
     if args.device == "cuda":
@@ -69,8 +69,8 @@ def train_worker(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_train(grid, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--train-worker", *map(str, grid),
+def run_train(grid, stage: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--train-worker", *map(str, grid), "--train-stages", stage,
                "--device", args.device, "--train-batch", str(args.train_batch), "--train-steps",
                str(args.train_steps), "--train-warmup", str(args.train_warmup), "--teacher-size", str(args.teacher_size)]
     start = time.perf_counter()
@@ -102,15 +102,18 @@ def plot(classify_rows, train_rows, path: Path) -> None:
     left.set(xlabel="CT voxels (millions)", ylabel="classify end to end (s)", title="classify vs CT size")
     left.set_ylim(bottom=0)
     left.set_xlim(0, max([r["voxels"] / 1e6 for r in classify_rows], default=1) * 1.25)
-    done = [(r["voxels"] / 1e6, r["s_per_step"]) for r in train_rows if "s_per_step" in r]
-    if done:
-        x, y = zip(*done)
-        right.plot(x, y, "s-", color="tab:red")
-        for r in train_rows:
-            if "s_per_step" in r:
-                right.annotate(r["label"], (r["voxels"] / 1e6, r["s_per_step"]), textcoords="offset points",
-                               xytext=(4, 4), fontsize=8)
-    right.set(xlabel="model grid voxels (millions)", ylabel="s per student step", title="training step vs grid")
+    for stage in dict.fromkeys(r["stage"] for r in train_rows):
+        done = [(r["voxels"] / 1e6, r["s_per_step"]) for r in train_rows if "s_per_step" in r and r["stage"] == stage]
+        if done:
+            x, y = zip(*done)
+            right.plot(x, y, "s-", label=stage)
+    for r in train_rows:
+        if "s_per_step" in r:
+            right.annotate(r["label"], (r["voxels"] / 1e6, r["s_per_step"]), textcoords="offset points",
+                           xytext=(4, 4), fontsize=8)
+    if train_rows:
+        right.legend(fontsize=8)
+    right.set(xlabel="model grid voxels (millions)", ylabel="s per training step", title="training step vs grid")
     right.set_ylim(bottom=0)
     right.set_xlim(0, max([r["voxels"] / 1e6 for r in train_rows], default=1) * 1.25)
     fig.tight_layout()
@@ -129,13 +132,14 @@ def table(classify_rows, train_rows, header: str) -> str:
         lines.append(f"| {r['label']} | {r['voxels'] / 1e6:.1f} | {m['end_to_end']:.0f} | "
                      + " | ".join(f"{m[k]:.0f}" for k in ("preprocess", "forward_gradcam", "graph", "to_native",
                                                           "write")) + f" | {r['peak_rss_mib']:.0f} |")
-    lines += ["", "| grid (D H W) | voxels (M) | s per student step | cases/s | peak RSS MiB |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| stage | grid (D H W) | voxels (M) | s per step | cases/s | peak RSS MiB |",
+              "|---|---|---:|---:|---:|---:|"]
     for r in train_rows:
         if "s_per_step" not in r:
-            lines.append(f"| {r['label']} | {r['voxels'] / 1e6:.2f} | not measured: {r['error']} | - | - |")
+            lines.append(f"| {r['stage']} | {r['label']} | {r['voxels'] / 1e6:.2f} | not measured: {r['error']} | - | - |")
             continue
         gpu = f" (GPU {r['peak_gpu_gib']:.1f} GiB)" if "peak_gpu_gib" in r else ""
-        lines.append(f"| {r['label']} | {r['voxels'] / 1e6:.2f} | {r['s_per_step']:.2f} | {r['cases_per_s']:.3f} | "
+        lines.append(f"| {r['stage']} | {r['label']} | {r['voxels'] / 1e6:.2f} | {r['s_per_step']:.2f} | {r['cases_per_s']:.3f} | "
                      f"{r['peak_rss_mib']:.0f}{gpu} |")
     return "\n".join(lines)
 
@@ -152,6 +156,8 @@ def main() -> None:
     parser.add_argument("--grids", choices=tuple(TRAIN_GRIDS), default="small",
                         help="training grids: 'small' leaves out 64 x 224 x 224 (minutes per step on 2 CPU cores)")
     parser.add_argument("--teacher-size", type=int, default=12)
+    parser.add_argument("--train-stages", default="student",
+                        help="comma-separated stages to time per grid (teacher-sf, teacher-dose, student)")
     parser.add_argument("--train-cap", type=float, default=120, help="seconds allowed per training grid")
     parser.add_argument("--skip", choices=("classify", "train"), help="leave one part out")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -178,17 +184,18 @@ def main() -> None:
                 classify_rows.append(result)
                 print(json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
     if args.skip != "train":
-        for grid in TRAIN_GRIDS[args.grids]:
-            result = run_train(grid, args)
-            result.update(label=" x ".join(map(str, grid)), voxels=grid[0] * grid[1] * grid[2])
-            train_rows.append(result)
-            print(json.dumps(result), flush=True)
+        for stage in args.train_stages.split(","):
+            for grid in TRAIN_GRIDS[args.grids]:
+                result = run_train(grid, stage, args)
+                result.update(stage=stage, label=" x ".join(map(str, grid)), voxels=grid[0] * grid[1] * grid[2])
+                train_rows.append(result)
+                print(json.dumps(result), flush=True)
 
     # Trailing double spaces: markdown line breaks.
     header = (f"scaling, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, device {args.device}  \n"
               f"machine: {machine_description()}  \n"
               f"classify: untrained default student on 64 x 128 x 128, median of {args.runs} after 1 warm-up; "
-              f"training: student stage, batch {args.train_batch}, {args.train_steps} timed step(s) after "
+              f"training: stages {args.train_stages}, batch {args.train_batch}, {args.train_steps} timed step(s) after "
               f"{args.train_warmup} warm-up, teachers feature size {args.teacher_size}, cap {args.train_cap:.0f} s per grid")
     text = table(classify_rows, train_rows, header)
     print("\n" + text)

@@ -39,7 +39,8 @@ GPU_COMMANDS = {
     "student_inference": ["bench_student_inference.py", "--device", "cuda", "--batch", "32"],
     "classify": ["bench_classify.py", "--device", "cuda", "--runs", "5", "--baseline-runs", "3"],
     "scaling": ["bench_scaling.py", "--device", "cuda", "--grids", "all", "--train-batch", "4", "--teacher-size",
-                "48", "--train-steps", "4", "--train-warmup", "2", "--train-cap", "600"],
+                "48", "--train-steps", "4", "--train-warmup", "2", "--train-cap", "600",
+                "--train-stages", "teacher-sf,teacher-dose,student"],
     "rgd": ["bench_rgd.py", "--device", "cuda"],
     "ldct": ["bench_ldct.py", "--device", "cuda", "--full"],
 }
