@@ -67,8 +67,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these folds (e.g. 0)")
+    parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
     args = parser.parse_args()
     out = args.out
+    if args.table_only:
+        print(table(json.loads((out / "ablation.json").read_text()), args))
+        return
     manifest = out / "cohort/manifest.csv"
     if not manifest.exists():
         run(["synth", "--out", str(out / "cohort"), "--cases", str(args.cases), "--seed", str(args.seed)])
@@ -129,6 +133,17 @@ def table(results: dict, args) -> str:
         lines.append(f"| {name} | {_mean_sd([o['auc_macro'] for o in overall])} | "
                      f"{_mean_sd([o['accuracy'] for o in overall])} | {_mean_sd([o['f1_macro'] for o in overall])} | "
                      + " | ".join(doses) + f" | {cam} |")
+    folds = sorted({r["fold"] for rows in results.values() for r in rows})
+    lines += ["", "Per fold: macro AUC [95% bootstrap CI] on the fold's validation cases.", "",
+              "| model | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---|" * len(folds)]
+    for name, rows in results.items():
+        by_fold = {r["fold"]: r["overall"] for r in rows}
+        cells = []
+        for f in folds:
+            o = by_fold.get(f)
+            ci = (o or {}).get("ci95", {}).get("auc_macro")
+            cells.append("-" if o is None else f"{o['auc_macro']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
