@@ -13,6 +13,7 @@ import ot
 import torch
 import torch.nn.functional as F
 
+from .devices import single_cpu_thread
 from .errors import ConfigError
 from .graph.pooling import edge_weights
 
@@ -179,7 +180,7 @@ def gromov_wasserstein_batch(dist_a: torch.Tensor, dist_b: torch.Tensor, node_ma
     mass = torch.where(node_mask, 1.0 / real.sum(dim=1, keepdim=True).clamp_min(1.0),
                        torch.full_like(real, PAD_MASS))
     pair_mask = real[:, :, None] * real[:, None, :]
-    with torch.no_grad():
+    with torch.no_grad(), single_cpu_thread(a_dist.device):
         solved = ot.batch.solve_gromov_batch(
             a_dist.detach(), b_dist.detach(), reg=options.epsilon, a=mass, b=mass, loss="sqeuclidean",
             symmetric=True, max_iter=options.max_iter, tol=options.tol, max_iter_inner=options.max_iter_inner,
@@ -188,9 +189,10 @@ def gromov_wasserstein_batch(dist_a: torch.Tensor, dist_b: torch.Tensor, node_ma
         solver_plan = _round_to_marginals(torch.nan_to_num(solved.plan) * pair_mask, real_mass)
         identity_plan = torch.diag_embed(real_mass)
     plans = torch.cat([solver_plan, identity_plan])
-    values = ot.batch.loss_quadratic_batch(
-        torch.cat([mass, mass]), torch.cat([mass, mass]), torch.cat([a_dist, a_dist]),
-        torch.cat([b_dist, b_dist]), plans, loss="sqeuclidean", symmetric=True, recompute_const=True)
+    with single_cpu_thread(a_dist.device):
+        values = ot.batch.loss_quadratic_batch(
+            torch.cat([mass, mass]), torch.cat([mass, mass]), torch.cat([a_dist, a_dist]),
+            torch.cat([b_dist, b_dist]), plans, loss="sqeuclidean", symmetric=True, recompute_const=True)
     values = values.view(2, -1)
     best = values.argmin(dim=0)
     batch = torch.arange(values.shape[1], device=values.device)
