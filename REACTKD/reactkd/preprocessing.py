@@ -253,7 +253,7 @@ def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[t
     # voxel inside the box.
     inside = sitk.Resample(source, box_geometry.size, sitk.Transform(), interpolator, box_geometry.origin,
                            box_geometry.spacing, box_geometry.direction, 0.0, sitk.sitkFloat32, True)
-    # Built in NumPy: 5x faster than sitk.ConstantPad, which checks the region per pixel.
+    # Built in NumPy: about 3x faster than sitk.ConstantPad, which checks the region per pixel.
     full = np.zeros(tuple(reversed(native.size)), dtype=np.float32)
     (x0, x1), (y0, y1), (z0, z1) = box
     full[z0:z1, y0:y1, x0:x1] = sitk.GetArrayViewFromImage(inside)
