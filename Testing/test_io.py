@@ -91,3 +91,17 @@ def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
         write_image(ct * 2, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd"]
+
+
+@pytest.mark.parametrize("pixel", [sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkFloat32])
+def test_label_maps_keep_integer_pixel_types(tmp_path, pixel):
+    """`labels=True` keeps an integer mask as it is (no float copy); a float file still comes back float32,
+    so that the whole-number check sees it. Without the flag every image is float32."""
+    _, mask, _ = make_case()
+    path = write_image(sitk.Cast(mask, pixel), tmp_path / "mask.nrrd")
+    as_labels = read_image(path, labels=True)
+    expected = sitk.sitkFloat32 if pixel == sitk.sitkFloat32 else pixel
+    assert as_labels.GetPixelID() == expected
+    assert read_image(path).GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(as_labels), sitk.GetArrayFromImage(mask))
+    assert Geometry.of(as_labels).same_as(Geometry.of(mask), tol=1e-5)

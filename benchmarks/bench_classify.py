@@ -178,7 +178,7 @@ def worker(args: argparse.Namespace) -> None:
     from reactkd.io import read_image
 
     ct = read_image(args.case_dir / "ct.nrrd")
-    mask = read_image(args.case_dir / "mask.nrrd")
+    mask = read_image(args.case_dir / "mask.nrrd", labels=True)  # as `reactkd classify` reads it
     out_root = Path(tempfile.mkdtemp(prefix="bench-classify-out-"))
     info: dict = {"config": args.worker, "ct_size": list(ct.GetSize())}
     if args.worker == "reference":

@@ -99,11 +99,17 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     return image
 
 
-def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
+_INTEGER_PIXEL_IDS = frozenset((sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
+                                 sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64))
+
+
+def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = False) -> sitk.Image:
     """Read a 3D image from a file (NIfTI, NRRD, MetaImage, ...) or a DICOM series folder.
 
     Raises ImageReadError / GeometryError with a one-line message for anything unusable. Pixel values
-    are returned as float32; NaN or infinite voxels are an error.
+    are returned as float32; NaN or infinite voxels are an error. With ``labels=True`` (label maps and
+    masks) an integer pixel type is kept: no float copy and no finiteness pass, and `check_mask` can skip its
+    whole-number pass (0.2 s on a 512 x 512 x 154 mask); float files are still returned as float32.
     """
     path = str(path)
     name = name or path
@@ -128,6 +134,8 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
         except (RuntimeError, MemoryError) as exc:
             raise ImageReadError(f"{name}: image data could not be read ({_first_line(exc)})") from None
     image = validate_image(image, name)
+    if labels and image.GetPixelID() in _INTEGER_PIXEL_IDS:
+        return image
     image = sitk.Cast(image, sitk.sitkFloat32)
     array = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(array).all():

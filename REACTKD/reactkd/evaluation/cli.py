@@ -72,7 +72,7 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
         ct = read_image(record.ct, name=f"{record.case_id} ct")
         if dose < 1:
             ct = simulate_low_dose_image(ct, dose, seed=seed + index, input_is_full_dose=True)
-        case = preprocess_case(ct, read_image(record.mask, name=f"{record.case_id} mask"), config=preprocess)
+        case = preprocess_case(ct, read_image(record.mask, name=f"{record.case_id} mask", labels=True), config=preprocess)
         images.append(torch.from_numpy(case.images))
     stacked = torch.stack(images)
     stacked[:, 1:] = 0

@@ -30,11 +30,12 @@ def label_map_from_masks(liver: sitk.Image, tumour: sitk.Image) -> sitk.Image:
 def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Image | None, sitk.Image | None]:
     ct = read_image(args.ct, name="--ct")
     if args.mask is not None:
-        mask = read_image(args.mask, name="--mask")
+        mask = read_image(args.mask, name="--mask", labels=True)
     else:
         if args.tumor is None:
             raise ReactKDError("--liver needs --tumor (or give a label map with --mask)")
-        mask = label_map_from_masks(read_image(args.liver, name="--liver"), read_image(args.tumor, name="--tumor"))
+        mask = label_map_from_masks(read_image(args.liver, name="--liver", labels=True),
+                                    read_image(args.tumor, name="--tumor", labels=True))
     fdg = read_image(args.pet_fdg, name="--pet-fdg") if args.pet_fdg else None
     act = read_image(args.pet_act, name="--pet-act") if args.pet_act else None
     return ct, mask, fdg, act

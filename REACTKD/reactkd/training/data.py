@@ -64,7 +64,7 @@ def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: G
 def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: GraphConfig) -> dict[str, np.ndarray]:
     """Read and preprocess one case and build its region volume (shared with `reactkd evaluate`)."""
     ct = read_image(record.ct, name=f"{record.case_id} ct")
-    mask = read_image(record.mask, name=f"{record.case_id} mask")
+    mask = read_image(record.mask, name=f"{record.case_id} mask", labels=True)
     fdg = read_image(record.pet_fdg, name=f"{record.case_id} pet_fdg") if record.pet_fdg else None
     act = read_image(record.pet_act, name=f"{record.case_id} pet_act") if record.pet_act else None
     try:
