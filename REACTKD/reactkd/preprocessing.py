@@ -253,8 +253,9 @@ def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[t
     # voxel inside the box.
     inside = sitk.Resample(source, box_geometry.size, sitk.Transform(), interpolator, box_geometry.origin,
                            box_geometry.spacing, box_geometry.direction, 0.0, sitk.sitkFloat32, True)
-    # Built in NumPy: about 3x faster than sitk.ConstantPad, which checks the region per pixel.
-    full = np.zeros(tuple(reversed(native.size)), dtype=np.float32)
+    # A zero image of the CT's size with the box pasted in place: one full-size buffer and no full-size copy
+    # (building it in NumPy first costs 25 % more; sitk.ConstantPad, which checks the region per pixel, 3x more).
+    full = sitk.Image(native.size, sitk.sitkFloat32)
     (x0, x1), (y0, y1), (z0, z1) = box
-    full[z0:z1, y0:y1, x0:x1] = sitk.GetArrayViewFromImage(inside)
-    return native.apply_to(sitk.GetImageFromArray(full))
+    full[x0:x1, y0:y1, z0:z1] = inside
+    return native.apply_to(full)
