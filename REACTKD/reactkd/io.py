@@ -99,10 +99,6 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     return image
 
 
-_INTEGER_PIXEL_IDS = frozenset((sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
-                                 sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64))
-
-
 def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = False) -> sitk.Image:
     """Read a 3D image from a file (NIfTI, NRRD, MetaImage, ...) or a DICOM series folder.
 
@@ -166,6 +162,7 @@ MAX_COMPRESSION_RATIO = 1100
 _BYTES_PER_COMPONENT = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
                         sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
                         sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
+_INTEGER_PIXEL_IDS = frozenset(_BYTES_PER_COMPONENT) - {sitk.sitkFloat32, sitk.sitkFloat64}
 
 
 def _check_inline_data_size(path: str, reader: sitk.ImageFileReader, name: str) -> None:

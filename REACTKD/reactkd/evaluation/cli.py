@@ -63,16 +63,16 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
     The simulator runs on the native grid: its noise depends on the pixel size, and after resampling to a
     coarse model grid most of it would already be averaged away.
     """
-    from ..io import read_image
     from ..ldct import simulate_low_dose_image
     from ..preprocessing import preprocess_case
+    from ..training.data import read_record
 
     images = []
     for index, record in enumerate(records):
-        ct = read_image(record.ct, name=f"{record.case_id} ct")
+        ct, mask, _, _ = read_record(record, with_pet=False)
         if dose < 1:
             ct = simulate_low_dose_image(ct, dose, seed=seed + index, input_is_full_dose=True)
-        case = preprocess_case(ct, read_image(record.mask, name=f"{record.case_id} mask", labels=True), config=preprocess)
+        case = preprocess_case(ct, mask, config=preprocess)
         images.append(torch.from_numpy(case.images))
     stacked = torch.stack(images)
     stacked[:, 1:] = 0

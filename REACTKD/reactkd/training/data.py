@@ -61,12 +61,18 @@ def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: G
     return digest.hexdigest()[:20]
 
 
+def read_record(record: CaseRecord, with_pet: bool = True):
+    """The CT, label map and (when present and asked for) PET images of one manifest row, errors naming the case."""
+    def read(path, what, **kwargs):
+        return read_image(path, name=f"{record.case_id} {what}", **kwargs) if path else None
+
+    fdg, act = (read(record.pet_fdg, "pet_fdg"), read(record.pet_act, "pet_act")) if with_pet else (None, None)
+    return read(record.ct, "ct"), read(record.mask, "mask", labels=True), fdg, act
+
+
 def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: GraphConfig) -> dict[str, np.ndarray]:
     """Read and preprocess one case and build its region volume (shared with `reactkd evaluate`)."""
-    ct = read_image(record.ct, name=f"{record.case_id} ct")
-    mask = read_image(record.mask, name=f"{record.case_id} mask", labels=True)
-    fdg = read_image(record.pet_fdg, name=f"{record.case_id} pet_fdg") if record.pet_fdg else None
-    act = read_image(record.pet_act, name=f"{record.case_id} pet_act") if record.pet_act else None
+    ct, mask, fdg, act = read_record(record)
     try:
         case = preprocess_case(ct, mask, fdg, act, preprocess)
     except ReactKDError as exc:  # name the case: a cohort has hundreds
