@@ -16,7 +16,7 @@ from ..manifest import read_manifest
 from ..packaging import load_package
 from ..preprocessing import PreprocessConfig
 from ..training.config import GraphConfig
-from ..training.data import CohortTensors, load_cohort
+from ..training.data import CohortTensors, load_cohort, read_record
 from ..training.progress import Progress
 from .report import write_evaluation_report
 
@@ -65,7 +65,6 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
     """
     from ..ldct import simulate_low_dose_image
     from ..preprocessing import preprocess_case
-    from ..training.data import read_record
 
     images = []
     for index, record in enumerate(records):
