@@ -35,3 +35,18 @@ def make_case(shape_zyx=(40, 64, 64), spacing=(1.5, 1.2, 2.5), origin=(-40.0, 25
                         [2 * s for s in spacing], direction, 0.0, sitk.sitkFloat32)
     return ct, mask, pet
 
+
+
+def regions_like(images):
+    """Region-head input for a (B, C, D, H, W) batch: a liver ellipsoid (1) with a ring (2) around one tumour (3)
+    in every case, as ``graph.head_region_labels`` gives it."""
+    import torch
+
+    batch, _, d, h, w = images.shape
+    z, y, x = torch.meshgrid(*(torch.linspace(-1, 1, n) for n in (d, h, w)), indexing="ij")
+    radius = (z / 0.8) ** 2 + (y / 0.8) ** 2 + (x / 0.8) ** 2
+    tumour = (z - 0.2) ** 2 + (y + 0.1) ** 2 + (x - 0.2) ** 2
+    labels = torch.where(radius <= 1, 1, 0)
+    labels = torch.where((tumour <= 0.12) & (radius <= 1), 2, labels)
+    labels = torch.where((tumour <= 0.05) & (radius <= 1), 3, labels)
+    return labels.to(torch.int16).expand(batch, d, h, w).to(images.device)

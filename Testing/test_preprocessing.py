@@ -149,3 +149,22 @@ def test_mask_pixel_type_does_not_change_the_result(small_case, dtype):
         background_only.CopyInformation(ct)
         with pytest.raises(MaskError, match="whole numbers"):
             preprocess_case(ct, background_only, config=SMALL)
+
+
+def test_liver_referenced_pet_is_the_tumour_to_liver_ratio(small_case):
+    """PET 8 in the tumour, 2 in the liver: ratio 4, clipped at 4 -> 1.0; the liver reads 2/2/4 = 0.25,
+    whatever the injected dose (the same case at 3x the uptake gives the same channel)."""
+    ct, mask, pet = small_case
+    config = PreprocessConfig(grid=(16, 32, 32), pet_scale="liver", pet_liver_ratio_max=4.0)
+    case = preprocess_case(ct, mask, pet_fdg=pet, config=config)
+    liver_core = case.label_map == 1
+    assert np.median(case.images[1][liver_core]) == pytest.approx(0.25)
+    assert case.images[1][case.label_map == 2].max() == pytest.approx(1.0)
+    tripled = preprocess_case(ct, mask, pet_fdg=pet * 3.0, config=config)
+    np.testing.assert_allclose(tripled.images[1], case.images[1], atol=1e-6)
+    assert config.to_dict()["pet_scale"] == "liver"
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(GeometryError, match="pet_scale"):
+        PreprocessConfig(pet_scale="suv")
+    with pytest.raises(MaskError, match="liver parenchyma"):
+        preprocess_case(ct, mask, pet_fdg=pet * 0.0, config=config)

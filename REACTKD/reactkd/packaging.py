@@ -124,8 +124,12 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
     from .models import build_model
 
     metadata = verify_package(model_dir)
+    arguments = metadata["architecture_args"]
+    if isinstance(arguments, dict) and "head" not in arguments:
+        # Packages made before the region head (2026-11-27) all ended in global pooling: load them as such.
+        arguments = {**arguments, "head": "global"}
     try:
-        model = build_model(metadata["architecture"], **metadata["architecture_args"])
+        model = build_model(metadata["architecture"], **arguments)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ModelPackageError(f"{model_dir}: cannot build architecture {metadata['architecture']!r} ({exc})") from None
     class_names = metadata["class_names"]

@@ -20,6 +20,7 @@ from .errors import GeometryError, MaskError
 from .io import Geometry
 
 LIVER, TUMOUR = 1, 2
+PET_SCALES = ("percentile", "liver")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class PreprocessConfig:
     margin_mm: float = 10.0
     ct_window: tuple[float, float] = (-160.0, 240.0)
     pet_percentiles: tuple[float, float] = (1.0, 99.0)
+    # "percentile": per-volume 1st-99th percentile inside the body; "liver": tumour-to-liver ratio (PET over
+    # the median uptake of the liver parenchyma, the clinical convention for HCC PET), clipped at
+    # pet_liver_ratio_max and scaled to [0, 1].
+    pet_scale: str = "percentile"
+    pet_liver_ratio_max: float = 4.0
     zscore: bool = False
     min_liver_island_fraction: float = 0.05  # liver islands below this share of the largest are dropped
 
@@ -40,10 +46,15 @@ class PreprocessConfig:
             raise GeometryError("margin_mm must be >= 0")
         if not self.ct_window[0] < self.ct_window[1]:
             raise GeometryError(f"CT window {self.ct_window} must be (low, high) with low < high")
+        if self.pet_scale not in PET_SCALES:
+            raise GeometryError(f"pet_scale must be one of {', '.join(PET_SCALES)}, got {self.pet_scale!r}")
+        if not self.pet_liver_ratio_max > 0:
+            raise GeometryError("pet_liver_ratio_max must be > 0")
 
     def to_dict(self) -> dict:
         return {"grid": list(self.grid), "margin_mm": self.margin_mm, "ct_window": list(self.ct_window),
-                "pet_percentiles": list(self.pet_percentiles), "zscore": self.zscore,
+                "pet_percentiles": list(self.pet_percentiles), "pet_scale": self.pet_scale,
+                "pet_liver_ratio_max": self.pet_liver_ratio_max, "zscore": self.zscore,
                 "min_liver_island_fraction": self.min_liver_island_fraction}
 
     @classmethod
@@ -193,6 +204,16 @@ def normalise_pet(pet: np.ndarray, body: np.ndarray, percentiles: tuple[float, f
     return ((np.clip(pet, low, high) - low) / (high - low)).astype(np.float32)
 
 
+def normalise_pet_to_liver(pet: np.ndarray, label_map: np.ndarray, ratio_max: float) -> np.ndarray:
+    """PET as a ratio to the median uptake of the liver parenchyma (label 1), clipped to [0, ratio_max] and
+    scaled to [0, 1]: a tumour as avid as the liver reads 1 / ratio_max whatever the injected dose."""
+    parenchyma = pet[label_map == LIVER]
+    reference = float(np.median(parenchyma)) if parenchyma.size else 0.0
+    if reference <= 1e-6:
+        raise MaskError("PET uptake in the liver parenchyma is zero: cannot scale PET to the liver")
+    return (np.clip(pet / reference, 0.0, ratio_max) / ratio_max).astype(np.float32)
+
+
 def _zscore(volume: np.ndarray) -> np.ndarray:
     std = float(volume.std())
     return ((volume - volume.mean()) / std).astype(np.float32) if std > 1e-6 else volume
@@ -229,7 +250,10 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
         if overlap_fraction(pet, grid) < 0.5:
             raise GeometryError(f"{name} does not overlap the CT's liver region (check its registration)")
         pet_grid = sitk.GetArrayFromImage(resample_to(pet, grid, sitk.sitkLinear))
-        images[channel] = normalise_pet(pet_grid, body, config.pet_percentiles)
+        if config.pet_scale == "liver":
+            images[channel] = normalise_pet_to_liver(pet_grid, label_map, config.pet_liver_ratio_max)
+        else:
+            images[channel] = normalise_pet(pet_grid, body, config.pet_percentiles)
         available[channel] = True
     if config.zscore:
         images[available] = np.stack([_zscore(v) for v in images[available]])

@@ -6,6 +6,7 @@ import torch
 from reactkd import MODALITIES
 from reactkd.errors import ConfigError
 from reactkd.models import ARCHITECTURES, ReactKDModel, build_model
+from synthetic_images import regions_like
 
 TINY = {
     "sf_teacher": dict(feature_size=12, window_size=4, depths=(1, 1, 1, 1)),
@@ -37,7 +38,7 @@ def test_config_round_trips_through_json(architecture):
     model.eval()
     rebuilt.eval()
     with torch.no_grad():
-        torch.testing.assert_close(rebuilt(images, available).logits, model(images, available).logits)
+        torch.testing.assert_close(rebuilt(images, available, regions_like(images)).logits, model(images, available, regions_like(images)).logits)
 
 
 def test_bad_names_and_settings_raise_config_error():

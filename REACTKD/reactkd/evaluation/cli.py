@@ -34,15 +34,17 @@ def parse_subsets(text: str) -> list[str]:
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, available: torch.Tensor, device: torch.device) -> np.ndarray:
+def predict(model, images: torch.Tensor, available: torch.Tensor, region_labels: torch.Tensor,
+            device: torch.device) -> np.ndarray:
     """Softmax probabilities for a stack of cases, in batches (bf16 autocast on CUDA)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     out = []
     for start in range(0, len(images), BATCH):
         x = images[start:start + BATCH].to(device, non_blocking=True)
         a = available[start:start + BATCH].to(device)
+        regions = region_labels[start:start + BATCH].to(device)
         with autocast:
-            logits = model(x, a).logits
+            logits = model(x, a, regions).logits
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).numpy()
 
@@ -108,13 +110,14 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             has_pet = available[:, 1:].any(dim=1)
             keep, images, available = keep[has_pet], images[has_pet], available[has_pet]
         if len(keep):
-            modalities[subset] = (labels[keep.numpy()], predict(package.model, images, available, device))
+            modalities[subset] = (labels[keep.numpy()], predict(package.model, images, available,
+                                                                cohort.region_labels[keep], device))
         progress.emit("section", name=f"modalities {subset}", n=len(keep))
     doses: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if not needs_pet:
         for dose in args.doses:
             images, available = dose_inputs(records, preprocess, dose, seed=0)
-            doses[dose] = (labels, predict(package.model, images, available, device))
+            doses[dose] = (labels, predict(package.model, images, available, cohort.region_labels, device))
             progress.emit("section", name=f"dose {dose:g}", n=len(labels))
     # "overall": the deployment input of the model (CT alone; all available PET for the SF teacher).
     preferred = ("all", "ct+fdg", "ct+act") if needs_pet else ("ct",)

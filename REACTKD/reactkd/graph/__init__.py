@@ -9,13 +9,14 @@ from .pooling import (
     soft_region_masks,
     strongest_edges,
 )
-from .regions import RegionSet, build_regions
+from .regions import RegionSet, build_regions, head_region_labels
 
 __all__ = [
     "RegionSet",
     "build_regions",
     "collate_regions",
     "edge_weights",
+    "head_region_labels",
     "node_features",
     "soft_region_mask_pyramid",
     "soft_region_masks",

@@ -221,3 +221,13 @@ def build_regions(label_map: np.ndarray, spacing_zyx: tuple[float, float, float]
     volumes_ml = counts * float(np.prod(spacing_zyx)) / 1000.0
     return RegionSet(node_index=node_index, kinds=kinds, labels=labels, centroids_index=points,
                      centroids_physical=physical, volumes_ml=volumes_ml, n_tumour_components=int(n_found))
+
+
+def head_region_labels(regions: RegionSet) -> np.ndarray:
+    """The region head's input from a region set: (z, y, x) int16, 0 outside, 1 liver parenchyma (every
+    parcel), 2 peritumoral ring (every ring), 3 + k tumour node k (largest first)."""
+    kinds = np.asarray(regions.kinds)
+    lookup = np.zeros(regions.n_nodes + 1, np.int16)  # slot 0 is "no node" (id -1 shifted by one)
+    tumour_rank = np.cumsum(kinds == "tumour") - 1
+    lookup[1:] = np.where(kinds == "tumour", 3 + tumour_rank, np.where(kinds == "ring", 2, 1))
+    return lookup[regions.node_index.astype(np.int64) + 1]

@@ -18,9 +18,10 @@ import torch
 
 from ..devices import is_out_of_memory, resolve_device
 from ..errors import ModelPackageError, ReactKDError
+from ..graph import RegionSet, head_region_labels
 from ..packaging import load_package
 from ..preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
-from .region_graph import region_graph
+from .region_graph import case_regions, region_graph
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
 
@@ -95,8 +96,11 @@ class Classifier:
             start = time.perf_counter()
             case = preprocess_case(ct, mask, fdg, act, self.preprocess)
             timings["preprocess"] = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            regions = case_regions(case, self.graph_settings)
+            timings["regions"] = (time.perf_counter() - start) * 1000
             try:
-                outputs = self._infer(case, timings)
+                outputs = self._infer(case, regions, timings)
             except RuntimeError as exc:
                 if self.device.type != "cuda" or not is_out_of_memory(exc):
                     raise
@@ -104,8 +108,8 @@ class Classifier:
                 notes.append("CUDA ran out of memory; this case was classified on the CPU")
                 self.device = torch.device("cpu")
                 self.model.to(self.device)
-                outputs = self._infer(case, timings)
-            return self._assemble(case, outputs, timings, notes)
+                outputs = self._infer(case, regions, timings)
+            return self._assemble(case, regions, outputs, timings, notes)
 
     def _gradcam(self):
         """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
@@ -119,15 +123,16 @@ class Classifier:
             self._cam = adapter, GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)
         return self._cam
 
-    def _infer(self, case: PreprocessedCase, timings: dict[str, float]) -> dict:
+    def _infer(self, case: PreprocessedCase, regions: RegionSet, timings: dict[str, float]) -> dict:
         """One forward pass gives the logits, the CBAM attention, the features and (with a backward pass from the
         explained layer only) the Grad-CAM map of the predicted class."""
         adapter, gradcam = self._gradcam()
         images = torch.from_numpy(case.images)[None].to(self.device, memory_format=self._memory_format)
         available = torch.from_numpy(case.available)[None].to(self.device)
+        region_labels = torch.from_numpy(head_region_labels(regions))[None].to(self.device)
         start = time.perf_counter()
         with torch.enable_grad():
-            cam = gradcam(images, class_idx=None, available=available)
+            cam = gradcam(images, class_idx=None, available=available, region_labels=region_labels)
         out = adapter.last_output
         probs = torch.softmax(out.logits.detach().float(), dim=1)[0]
         outputs = {"probs": probs.cpu().numpy(), "class_index": int(gradcam.nn_module.class_idx[0]),
@@ -137,12 +142,12 @@ class Classifier:
         timings["forward_gradcam"] = (time.perf_counter() - start) * 1000
         return outputs
 
-    def _assemble(self, case: PreprocessedCase, outputs: dict, timings: dict[str, float],
+    def _assemble(self, case: PreprocessedCase, regions: RegionSet, outputs: dict, timings: dict[str, float],
                   notes: list[str]) -> ClassificationResult:
         start = time.perf_counter()
         cbam = _unit_range(outputs["attention"])
         gradcam = _unit_range(outputs["gradcam"])
-        graph = region_graph(case, outputs["features"], gradcam, self.graph_settings)
+        graph = region_graph(regions, outputs["features"], gradcam)
         timings["graph"] = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
         cbam_native = to_native(cbam, case.grid, case.native, case.crop_index)

@@ -5,23 +5,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph import build_regions, edge_weights, node_features, soft_region_masks, strongest_edges
+from ..graph import RegionSet, build_regions, edge_weights, node_features, soft_region_masks, strongest_edges
 from ..preprocessing import PreprocessedCase
 
 EDGES_PER_NODE = 3
 
 
-def region_graph(case: PreprocessedCase, features: torch.Tensor, importance_map: np.ndarray,
-                 settings: dict) -> dict:
+def case_regions(case: PreprocessedCase, settings: dict) -> RegionSet:
+    """The case's region nodes on the model grid (the same as training's), with physical centroids."""
+    spacing_zyx = tuple(reversed(case.grid.spacing))
+    return build_regions(case.label_map, spacing_zyx, max_tumours=settings.get("max_tumours", 8),
+                         liver_parcels=settings.get("liver_parcels", 8), ring_mm=settings.get("ring_mm", 5.0),
+                         index_to_physical=case.grid.index_to_physical())
+
+
+def region_graph(regions: RegionSet, features: torch.Tensor, importance_map: np.ndarray) -> dict:
     """Nodes (tumours, rings, liver parcels) with RAS centroids, volumes and importance; strongest edges.
 
     `features` is the model's (C, d, h, w) feature map; `importance_map` a (D, H, W) map on the model grid
     (Grad-CAM), whose mean over a node's voxels is the node's importance (scaled so the largest is 1).
     """
-    spacing_zyx = tuple(reversed(case.grid.spacing))
-    regions = build_regions(case.label_map, spacing_zyx, max_tumours=settings.get("max_tumours", 8),
-                            liver_parcels=settings.get("liver_parcels", 8), ring_mm=settings.get("ring_mm", 5.0),
-                            index_to_physical=case.grid.index_to_physical())
     n = regions.n_nodes
     node_index = torch.from_numpy(regions.node_index.astype(np.int64))[None].to(features.device)
     masks = soft_region_masks(node_index, n, features.shape[1:])

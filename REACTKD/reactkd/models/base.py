@@ -22,11 +22,13 @@ class ModelOutput:
             structure-function teacher): the map that region-graph nodes pool and Grad-CAM explains.
         branch_available: (B, n_branches) bool, which branches contributed to each sample's output
             (teachers only; ``None`` for single-branch models).
+        scales: finer feature maps the region head pooled (finest first), for tests and inspection.
     """
 
     logits: torch.Tensor
     features: torch.Tensor
     branch_available: torch.Tensor | None = None
+    scales: tuple[torch.Tensor, ...] = ()
 
 
 def check_inputs(images: torch.Tensor, available: torch.Tensor) -> None:
@@ -62,21 +64,9 @@ def json_ready(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: convert(value) for key, value in config.items()}
 
 
-class ClassifierHead(nn.Module):
-    """Global average pooling, optional dropout, linear layer."""
-
-    def __init__(self, channels: int, n_classes: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.linear = nn.Linear(channels, n_classes)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(self.pool(features).flatten(1)))
-
-
 class ReactKDModel(nn.Module):
-    """Common interface: ``forward(images, available) -> ModelOutput``, ``attention_map()``,
+    """Common interface: ``forward(images, available, region_labels=None) -> ModelOutput`` (the region head,
+    the default, needs ``region_labels``), ``attention_map()``,
     ``teacher_available(available)``, and the attributes ``architecture``, ``config`` (JSON-ready
     constructor kwargs), ``input_modalities``, ``n_classes`` and ``cam_layer``."""
 

@@ -11,7 +11,6 @@ from torch import nn
 
 from reactkd import MODALITIES
 from reactkd.models.base import (
-    ClassifierHead,
     ModelOutput,
     ReactKDModel,
     check_inputs,
@@ -19,11 +18,18 @@ from reactkd.models.base import (
     mask_absent,
 )
 from reactkd.models.cbam import CBAM3D
+from reactkd.models.heads import build_head, check_head
+
+#: Encoder levels whose block outputs the region head pools besides the deepest map (strides 1 and 4):
+#: the finest level sees the 5-17 HU tumour-to-liver contrast before any downsampling blurs it.
+REGION_HEAD_LEVELS = (0, 2)
 
 
 class Student(ReactKDModel):
     """MONAI ``SegResEncoder`` (SegResNet encoder: residual blocks, stride-2 convolutions, group norm),
-    a closing norm + ReLU (the blocks are pre-activation), CBAM3D, global pooling and a linear head.
+    a closing norm + ReLU (the blocks are pre-activation), CBAM3D and a head: region-aware (default: masked
+    pooling of levels 0 and 2 and of the deepest map inside tumour / ring / liver, see ``models.heads``) or
+    global pooling (``head="global"``, the paper's).
 
     Inputs: the first ``in_channels`` channels of ``reactkd.MODALITIES`` (3: CT, FDG, ACT; 1: CT only).
     Absent channels are zeroed whatever they contain. The availability flags of the optional channels
@@ -48,8 +54,10 @@ class Student(ReactKDModel):
         norm_groups: int = 8,
         cbam_reduction: int = 8,
         dropout: float = 0.0,
+        head: str = "region",
     ) -> None:
         super().__init__(n_classes)
+        check_head(head)
         if not 1 <= in_channels <= len(MODALITIES):
             raise ValueError(f"in_channels must be 1 to {len(MODALITIES)}, got {in_channels}")
         if init_filters % norm_groups:
@@ -57,6 +65,7 @@ class Student(ReactKDModel):
         self.config = json_ready(dict(
             in_channels=in_channels, init_filters=init_filters, blocks_down=blocks_down, n_classes=n_classes,
             norm_groups=norm_groups, cbam_reduction=cbam_reduction, dropout=dropout,
+            head=head,
         ))
         self.input_modalities = MODALITIES[:in_channels]
         norm = ("group", {"num_groups": norm_groups})
@@ -71,25 +80,36 @@ class Student(ReactKDModel):
         self.final_norm = get_norm_layer(name=norm, spatial_dims=3, channels=channels)
         self.final_act = get_act_layer("relu")
         self.cbam = CBAM3D(channels, reduction=cbam_reduction)
-        self.head = ClassifierHead(channels, n_classes, dropout)
+        self.head_levels = tuple(level for level in REGION_HEAD_LEVELS if level < len(blocks_down)) \
+            if head == "region" else ()
+        self.head = build_head(head, channels, [init_filters * 2 ** level for level in self.head_levels],
+                               n_classes, dropout)
         self.out_channels = channels
 
-    def encode(self, images: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-        """Deepest encoder stage, before the CBAM: (B, C, D/2^(n-1), H/..., W/...)."""
+    def encode(self, images: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Deepest encoder stage before the CBAM, (B, C, D/2^(n-1), H/..., W/...), and the block outputs of
+        the levels the head pools."""
         n = len(self.input_modalities)
         x = self.encoder.conv_init(mask_absent(images, available)[:, :n])
         if self.availability_embedding is not None:
             offset = self.availability_embedding(available[:, 1:n].to(x.dtype))
             x = x.add_(offset[:, :, None, None, None])  # in place: 10x faster than x + offset at full size
         # SegResEncoder's own loop over its levels, kept so the offset can go in after conv_init.
-        for level in self.encoder.layers:
-            x = level["downsample"](level["blocks"](x))
-        return self.final_act(self.final_norm(x))
+        scales = []
+        for index, level in enumerate(self.encoder.layers):
+            x = level["blocks"](x)
+            if index in self.head_levels:
+                scales.append(x)
+            x = level["downsample"](x)
+        return self.final_act(self.final_norm(x)), scales
 
-    def forward(self, images: torch.Tensor, available: torch.Tensor) -> ModelOutput:
+    def forward(self, images: torch.Tensor, available: torch.Tensor,
+                region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
-        features = self.cbam(self.encode(images, available))
-        return ModelOutput(logits=self.head(features), features=features)
+        deepest, scales = self.encode(images, available)
+        features = self.cbam(deepest)
+        logits = self.head(features, scales, region_labels)
+        return ModelOutput(logits=logits, features=features, scales=tuple(scales))
 
     def attention_map(self) -> torch.Tensor:
         """(B, 1, d, h, w) CBAM spatial attention from the last forward."""

@@ -13,7 +13,6 @@ from torch import nn
 
 from reactkd.errors import GeometryError
 from reactkd.models.base import (
-    ClassifierHead,
     ModelOutput,
     ReactKDModel,
     check_inputs,
@@ -21,6 +20,7 @@ from reactkd.models.base import (
     mask_absent,
 )
 from reactkd.models.cbam import CBAM3D
+from reactkd.models.heads import build_head, check_head
 
 #: The structure-function teacher's branches: name -> index of its PET channel in reactkd.MODALITIES.
 SF_BRANCHES = {"fdg": 1, "act": 2}
@@ -71,14 +71,17 @@ class SwinFeatureEncoder(nn.Module):
             self.swin.layers4[0].downsample = None
         self.feature_stride = feature_stride
         self.out_channels = feature_size * (8 if feature_stride == 16 else 16)
+        self.stride4_channels = feature_size * 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(deepest map, stride-4 map): the region head pools both."""
         if any(size % self.feature_stride for size in x.shape[2:]):
             raise GeometryError(
                 f"the Swin encoder needs every spatial size divisible by {self.feature_stride}, "
                 f"got {tuple(x.shape[2:])}"
             )
-        return self.swin(x, normalize=True)[-1]
+        stages = self.swin(x, normalize=True)
+        return stages[-1], stages[1]
 
 
 class GatedBranchFusion(nn.Module):
@@ -114,7 +117,8 @@ class StructureFunctionTeacher(ReactKDModel):
 
     Each branch has its own Swin encoder; ONE CBAM3D (same weights) serves both branches, so that the
     attention is consistent across tracers; then per-branch projection, sum over the branches available
-    for each sample, sigmoid gate, global average pooling and a linear head.
+    for each sample, sigmoid gate, and a head: region-aware (default; pools the fused map and each branch's
+    stride-4 map, zeroed for absent branches) or global pooling (``head="global"``).
 
     Both encoders run on the whole batch and absent branches are masked out per sample. Running each
     encoder only on the samples that have its tracer would save the compute of absent branches, but
@@ -143,13 +147,15 @@ class StructureFunctionTeacher(ReactKDModel):
         drop_path_rate: float = 0.0,
         dropout: float = 0.0,
         use_checkpoint: bool = False,
+        head: str = "region",
     ) -> None:
         super().__init__(n_classes)
+        check_head(head)
         self.config = json_ready(dict(
             feature_size=feature_size, depths=depths, num_heads=num_heads, n_classes=n_classes,
             window_size=window_size, feature_stride=feature_stride, fusion_channels=fusion_channels,
             cbam_reduction=cbam_reduction, drop_path_rate=drop_path_rate, dropout=dropout,
-            use_checkpoint=use_checkpoint,
+            use_checkpoint=use_checkpoint, head=head,
         ))
         self.encoders = nn.ModuleDict({
             name: SwinFeatureEncoder(2, feature_size, depths, num_heads, window_size, feature_stride,
@@ -160,7 +166,8 @@ class StructureFunctionTeacher(ReactKDModel):
         out_channels = fusion_channels or encoder_channels
         self.cbam = CBAM3D(encoder_channels, reduction=cbam_reduction)
         self.fusion = GatedBranchFusion(encoder_channels, out_channels, len(SF_BRANCHES))
-        self.head = ClassifierHead(out_channels, n_classes, dropout)
+        stride4 = self.encoders["fdg"].stride4_channels
+        self.head = build_head(head, out_channels, [stride4] * len(SF_BRANCHES), n_classes, dropout)
         self.branch_names = tuple(SF_BRANCHES)
         self._last_branch_mask: torch.Tensor | None = None
 
@@ -173,7 +180,8 @@ class StructureFunctionTeacher(ReactKDModel):
         """(B,) bool: True when the sample has at least one PET."""
         return available[:, list(SF_BRANCHES.values())].any(dim=1)
 
-    def forward(self, images: torch.Tensor, available: torch.Tensor) -> ModelOutput:
+    def forward(self, images: torch.Tensor, available: torch.Tensor,
+                region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
         images = mask_absent(images, available)
         mask = self.branch_mask(available)
@@ -182,9 +190,13 @@ class StructureFunctionTeacher(ReactKDModel):
         ]
         # One CBAM call over both branches stacked on the batch axis: the same weights by construction,
         # and its stored attention covers both branches.
-        features = self.fusion(self.cbam(torch.cat(encoded, dim=0)), mask)
+        features = self.fusion(self.cbam(torch.cat([deep for deep, _ in encoded], dim=0)), mask)
+        zero = torch.zeros((), dtype=features.dtype, device=features.device)
+        scales = tuple(torch.where(mask[:, index, None, None, None, None], fine, zero.to(fine.dtype))
+                       for index, (_, fine) in enumerate(encoded))
         self._last_branch_mask = mask
-        return ModelOutput(logits=self.head(features), features=features, branch_available=mask)
+        return ModelOutput(logits=self.head(features, scales, region_labels), features=features,
+                           branch_available=mask, scales=scales)
 
     def attention_map(self) -> torch.Tensor:
         """(B, 1, d, h, w): the shared CBAM's spatial attention averaged over each sample's branches."""
@@ -197,7 +209,8 @@ class StructureFunctionTeacher(ReactKDModel):
 
 
 class DoseAwareTeacher(ReactKDModel):
-    """CT-only teacher (trained on simulated low-dose CT): Swin encoder, CBAM3D, pooling, linear head."""
+    """CT-only teacher (trained on simulated low-dose CT): Swin encoder, CBAM3D, region-aware (default) or
+    global head."""
 
     architecture = "dose_teacher"
     input_modalities = ("ct",)
@@ -215,22 +228,28 @@ class DoseAwareTeacher(ReactKDModel):
         drop_path_rate: float = 0.0,
         dropout: float = 0.0,
         use_checkpoint: bool = False,
+        head: str = "region",
     ) -> None:
         super().__init__(n_classes)
+        check_head(head)
         self.config = json_ready(dict(
             feature_size=feature_size, depths=depths, num_heads=num_heads, n_classes=n_classes,
             window_size=window_size, feature_stride=feature_stride, cbam_reduction=cbam_reduction,
-            drop_path_rate=drop_path_rate, dropout=dropout, use_checkpoint=use_checkpoint,
+            drop_path_rate=drop_path_rate, dropout=dropout, use_checkpoint=use_checkpoint, head=head,
         ))
         self.encoder = SwinFeatureEncoder(1, feature_size, depths, num_heads, window_size, feature_stride,
                                           drop_path_rate, use_checkpoint)
         self.cbam = CBAM3D(self.encoder.out_channels, reduction=cbam_reduction)
-        self.head = ClassifierHead(self.encoder.out_channels, n_classes, dropout)
+        self.head = build_head(head, self.encoder.out_channels, [self.encoder.stride4_channels], n_classes,
+                               dropout)
 
-    def forward(self, images: torch.Tensor, available: torch.Tensor) -> ModelOutput:
+    def forward(self, images: torch.Tensor, available: torch.Tensor,
+                region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
-        features = self.cbam(self.encoder(images[:, :1]))
-        return ModelOutput(logits=self.head(features), features=features)
+        deepest, stride4 = self.encoder(images[:, :1])
+        features = self.cbam(deepest)
+        return ModelOutput(logits=self.head(features, (stride4,), region_labels), features=features,
+                           scales=(stride4,))
 
     def attention_map(self) -> torch.Tensor:
         """(B, 1, d, h, w) CBAM spatial attention from the last forward."""

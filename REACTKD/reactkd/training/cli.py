@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -13,17 +14,19 @@ from ..errors import ConfigError, ModelPackageError
 from ..manifest import read_manifest
 from ..packaging import load_package
 from .config import load_config
-from .data import load_cohort
+from .data import TENSOR_FIELDS, load_cohort
 from .distributed import DistContext
 from .engine import Trainer
-from .folds import split_fold
+from .folds import inner_split, split_fold
 from .progress import Progress
 from .stages import make_stage
+from .teacher_cache import load_or_build
 
 TEACHER_STAGES = {"teacher_sf": "teacher-sf", "teacher_dose": "teacher-dose"}
 
 
 def load_teacher(path: Path | None, expected_stage: str, device: torch.device, preprocessing: dict):
+    """The verified teacher package (its model and metadata, sha256 included)."""
     if path is None:
         raise ConfigError(f"the student stage needs --{expected_stage} (a trained {expected_stage} package)")
     package = load_package(path, device=str(device))
@@ -32,7 +35,7 @@ def load_teacher(path: Path | None, expected_stage: str, device: torch.device, p
     if package.metadata["preprocessing"] != preprocessing:
         raise ModelPackageError(f"{path}: the teacher was trained with other preprocessing settings "
                                 f"({package.metadata['preprocessing']}) than this config ({preprocessing})")
-    return package.model
+    return package
 
 
 def run_train(args: argparse.Namespace) -> Path:
@@ -44,7 +47,8 @@ def run_train(args: argparse.Namespace) -> Path:
         torch.cuda.set_device(device)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     records = read_manifest(args.manifest)
-    train_idx, val_idx = split_fold(records, args.fold, args.folds, seed=config.seed)
+    train_part, test_idx = split_fold(records, args.fold, args.folds, seed=config.seed)
+    train_idx, val_idx = inner_split(records, train_part, config.inner_val_fraction, seed=config.seed)
     progress = Progress(args.progress, enabled=dist_ctx.is_main)
     preprocess = config.preprocess_config()
     cache_dir = Path(os.environ.get("REACTKD_CACHE", args.manifest.resolve().parent / ".reactkd-cache"))
@@ -52,18 +56,26 @@ def run_train(args: argparse.Namespace) -> Path:
                          progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
     if device.type == "cuda":
         cohort = _place_cohort(cohort, device)
-    teachers = []
-    if args.stage == "student":
-        teachers = [load_teacher(args.teacher_sf, "teacher-sf", device, preprocess.to_dict()),
+    targets = None
+    if args.stage == "student" and (config.alpha > 0 or config.lambda_graph > 0):
+        packages = [load_teacher(args.teacher_sf, "teacher-sf", device, preprocess.to_dict()),
                     load_teacher(args.teacher_dose, "teacher-dose", device, preprocess.to_dict())]
+        progress.emit("section", name="teacher cache")
+        targets = load_or_build(cache_dir, [p.model for p in packages], [p.metadata["sha256"] for p in packages],
+                                cohort, device, notify=lambda text: print(f"note: {text}", file=sys.stderr))
+        del packages  # a student step never runs a teacher
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
-    stage = make_stage(args.stage, config, teachers)
+    stage = make_stage(args.stage, config, targets)
+    if targets is not None:
+        stage.to(device)
     trainer = Trainer(stage, cohort, train_idx, val_idx, config, args.out, device, progress, dist_ctx)
     result = trainer.run(resume=args.resume)
     out = Path(args.out)
     if dist_ctx.is_main:
         summary = {"manifest": str(args.manifest), "fold": args.fold, "folds": args.folds,
-                   "n_train": len(trainer.train_idx), "n_val": len(trainer.val_idx), "device": str(device),
+                   "n_train": len(trainer.train_idx), "n_val": len(trainer.val_idx), "n_test": len(test_idx),
+                   "selection": "inner validation split of the fold's training part; the test part is unseen",
+                   "device": str(device),
                    "world_size": dist_ctx.world_size}
         trainer.write_package(result, summary)
         progress.done(model_dir=str(out.resolve()), best_epoch=result.best_epoch,
@@ -78,10 +90,10 @@ def run_train(args: argparse.Namespace) -> Path:
 
 def _place_cohort(cohort, device: torch.device):
     """Keep the whole cohort on the GPU when it takes under a quarter of the free memory: no loader at all."""
-    nbytes = sum(t.element_size() * t.nelement() for t in (cohort.images, cohort.ct_hu, cohort.node_index))
+    nbytes = sum(getattr(cohort, name).element_size() * getattr(cohort, name).nelement() for name in TENSOR_FIELDS)
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes < free / 4:
-        for name in ("images", "available", "ct_hu", "node_index", "n_nodes", "labels", "spacing"):
+        for name in TENSOR_FIELDS:
             setattr(cohort, name, getattr(cohort, name).to(device))
         return cohort
     return cohort.pin()

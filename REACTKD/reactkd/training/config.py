@@ -6,8 +6,12 @@ Example (every key optional; these are the defaults):
     description: ""
     epochs: 30
     batch_size: 4
-    learning_rate: 3.0e-4
+    learning_rate: 3.0e-4  # peak; linear warm-up then cosine decay, counted in optimiser steps
+    warmup_steps: 20
     weight_decay: 1.0e-4
+    head: region           # region | global (the paper's global average pooling; for the ablation)
+    balanced_batches: true # every batch draws the grades as evenly as the cohort allows
+    inner_val_fraction: 0.2  # patient-grouped share of the training part that chooses the epoch
     loss: focal            # focal | ce
     focal_gamma: 2.0
     class_weights: null    # e.g. [1.0, 1.5, 1.0]
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import HEADS
 from ..errors import ConfigError
 from ..preprocessing import PreprocessConfig
 
@@ -53,7 +58,11 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 4
     learning_rate: float = 3e-4
+    warmup_steps: int = 20
     weight_decay: float = 1e-4
+    head: str = "region"
+    balanced_batches: bool = True
+    inner_val_fraction: float = 0.2
     loss: str = "focal"
     focal_gamma: float = 2.0
     class_weights: list[float] | None = None
@@ -78,6 +87,12 @@ class TrainConfig:
         problems = []
         if self.epochs < 1 or self.batch_size < 1:
             problems.append("epochs and batch_size must be >= 1")
+        if self.warmup_steps < 0:
+            problems.append("warmup_steps must be >= 0")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if not 0.05 <= self.inner_val_fraction <= 0.5:
+            problems.append("inner_val_fraction must lie in [0.05, 0.5]")
         if self.loss not in ("focal", "ce"):
             problems.append(f"loss must be 'focal' or 'ce', got {self.loss!r}")
         if not 0 <= self.alpha <= 1:

@@ -18,11 +18,13 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import ReactKDError
-from ..graph import build_regions
+from ..graph import build_regions, head_region_labels
 from ..io import read_image
 from ..manifest import CaseRecord
 from ..preprocessing import PreprocessConfig, preprocess_case
 from .config import GraphConfig
+
+TENSOR_FIELDS = ("images", "available", "ct_hu", "node_index", "region_labels", "n_nodes", "labels", "spacing")
 
 
 @dataclass
@@ -33,17 +35,19 @@ class CohortTensors:
     available: torch.Tensor  # (N, 3) bool
     ct_hu: torch.Tensor  # (N, D, H, W) float32
     node_index: torch.Tensor  # (N, D, H, W) int16, -1 outside every region
+    region_labels: torch.Tensor  # (N, D, H, W) int16, the region head's input (graph.head_region_labels)
     n_nodes: torch.Tensor  # (N,) int64
     labels: torch.Tensor  # (N,) int64
     spacing: torch.Tensor  # (N, 3) grid spacing in mm (x, y, z)
     case_ids: list[str]
+    key: str = ""  # identifies the cohort content and settings (names the teacher cache)
 
     def __len__(self) -> int:
         return len(self.case_ids)
 
     def pin(self) -> CohortTensors:
         """Page-lock the tensors so host-to-GPU copies of a batch are asynchronous."""
-        for name in ("images", "available", "ct_hu", "node_index", "n_nodes", "labels", "spacing"):
+        for name in TENSOR_FIELDS:
             setattr(self, name, getattr(self, name).pin_memory())
         return self
 
@@ -51,7 +55,7 @@ class CohortTensors:
 def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphConfig) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([preprocess.to_dict(), graph.max_tumours, graph.liver_parcels, graph.ring_mm,
-                              "v1"]).encode())
+                              "v2"]).encode())
     for record in records:
         for path in (record.ct, record.pet_fdg, record.pet_act, record.mask):
             if path is not None:
@@ -82,6 +86,7 @@ def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: G
                             liver_parcels=graph.liver_parcels, ring_mm=graph.ring_mm)
     return {"images": case.images, "available": case.available, "ct_hu": case.ct_hu,
             "node_index": regions.node_index.astype(np.int16), "n_nodes": np.int64(regions.n_nodes),
+            "region_labels": head_region_labels(regions),
             "spacing": np.asarray(case.grid.spacing, dtype=np.float32)}
 
 
@@ -90,12 +95,13 @@ def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: 
                 progress: Callable[[int, int], None] | None = None) -> CohortTensors:
     """Preprocess every record (or read them from the cache) and stack them."""
     cache_file = None
+    key = _cache_key(records, preprocess, graph)
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"cohort-{_cache_key(records, preprocess, graph)}.npz"
+        cache_file = Path(cache_dir) / f"cohort-{key}.npz"
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-            return _to_tensors(arrays, records)
+            return _to_tensors(arrays, records, key)
     parts = []
     for i, record in enumerate(records):
         parts.append(preprocess_record(record, preprocess, graph))
@@ -105,12 +111,13 @@ def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: 
     if cache_file is not None:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    return _to_tensors(arrays, records)
+    return _to_tensors(arrays, records, key)
 
 
-def _to_tensors(arrays: dict[str, np.ndarray], records: list[CaseRecord]) -> CohortTensors:
+def _to_tensors(arrays: dict[str, np.ndarray], records: list[CaseRecord], key: str) -> CohortTensors:
     return CohortTensors(
         images=torch.from_numpy(arrays["images"]), available=torch.from_numpy(arrays["available"]),
         ct_hu=torch.from_numpy(arrays["ct_hu"]), node_index=torch.from_numpy(arrays["node_index"]),
+        region_labels=torch.from_numpy(arrays["region_labels"]),
         n_nodes=torch.from_numpy(arrays["n_nodes"]).long(), labels=torch.tensor([r.label for r in records]),
-        spacing=torch.from_numpy(arrays["spacing"]), case_ids=[r.case_id for r in records])
+        spacing=torch.from_numpy(arrays["spacing"]), case_ids=[r.case_id for r in records], key=key)

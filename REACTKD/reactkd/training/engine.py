@@ -1,8 +1,10 @@
 """The training loop shared by the three stages (teacher-sf, teacher-dose, student).
 
-One epoch: a permutation from a generator seeded by (seed, epoch), batches gathered from the cohort tensors
-(already on the GPU when they fit, otherwise page-locked and copied asynchronously), the stage's inputs and
-loss, an optimizer step; then validation macro AUC, the best weights kept, and an atomic checkpoint.
+One epoch: an order from a generator seeded by (seed, epoch) (grade-balanced: every batch draws the grades
+as evenly as the cohort allows), batches gathered from the cohort tensors (already on the GPU when they fit,
+otherwise page-locked and copied asynchronously), the stage's inputs and loss, an optimizer step and a
+learning-rate step (linear warm-up, then cosine decay, counted in optimiser steps); then the inner
+validation macro AUC, the best weights kept, and an atomic checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..errors import ConfigError
 from ..packaging import save_package
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from .data import CohortTensors
+from .data import TENSOR_FIELDS, CohortTensors
 from .distributed import DistContext
 from .progress import Progress
 from .stages import Stage
@@ -45,6 +47,39 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     generator = torch.Generator(device=device)
     generator.manual_seed(seed * 1_000_003 + epoch)
     return generator
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LambdaLR factor: linear warm-up over ``warmup_steps`` (capped at a fifth of the run, so short runs
+    still spend most steps at full rate), then cosine decay to zero at ``total_steps``."""
+    warmup = min(warmup_steps, total_steps // 5)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def epoch_order(labels: torch.Tensor, generator: torch.Generator, balanced: bool) -> torch.Tensor:
+    """Positions into ``labels`` for one epoch. Balanced: each case gets a slot (rank in its shuffled class +
+    uniform jitter) / class size, and sorting the slots interleaves the grades evenly through the epoch, so
+    every batch sees each grade in proportion (a batch of 4 from a 3-grade cohort never holds one grade
+    only). Otherwise a plain permutation."""
+    n = len(labels)
+    permutation = torch.randperm(n, generator=generator)
+    if not balanced:
+        return permutation
+    shuffled = labels[permutation]
+    counts = torch.bincount(shuffled)
+    # Rank of every case within its class, in shuffled order, without a Python loop.
+    one_hot = torch.nn.functional.one_hot(shuffled, len(counts))
+    rank = (one_hot.cumsum(0) - 1).gather(1, shuffled[:, None]).squeeze(1)
+    jitter = torch.rand(n, generator=generator)
+    slot = (rank.double() + jitter.double()) / counts[shuffled].double()
+    return permutation[torch.argsort(slot)]
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -74,7 +109,9 @@ class Trainer:
         self.model = stage.model.to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+        self.steps_per_epoch = -(-len(self.dist.shard(self.train_idx)) // config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(config.warmup_steps, self.steps_per_epoch * config.epochs))
         self.train_model = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -87,11 +124,12 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------------------
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        fields = ("images", "available", "ct_hu", "node_index", "n_nodes", "labels", "spacing")
         source_device = self.cohort.images.device
         idx = indices.to(source_device)
-        return {name: getattr(self.cohort, name).index_select(0, idx).to(self.device, non_blocking=True)
-                for name in fields}
+        batch = {name: getattr(self.cohort, name).index_select(0, idx).to(self.device, non_blocking=True)
+                 for name in TENSOR_FIELDS}
+        batch["case_index"] = indices.to(self.device)
+        return batch
 
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self, resume: bool) -> TrainResult:
@@ -104,8 +142,7 @@ class Trainer:
         elif has_checkpoint(ckpt) and self.dist.is_main:
             raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
                               "or choose another --out")
-        batch_size = self.config.batch_size
-        steps = -(-len(self.dist.shard(self.train_idx)) // batch_size)
+        steps = self.steps_per_epoch
         total = steps * self.config.epochs
         self.progress.start(stage=self.stage.name, epochs=self.config.epochs, steps=steps,
                             n_train=len(self.train_idx), n_val=len(self.val_idx), device=str(self.device))
@@ -114,7 +151,6 @@ class Trainer:
                 break
             losses = self.train_epoch(epoch, steps, total)
             auc = self.validate()
-            self.scheduler.step()
             improved = not math.isnan(auc) and auc > best_auc
             if improved:
                 best_auc, best_epoch = auc, epoch
@@ -133,7 +169,8 @@ class Trainer:
         self.model.train()
         torch.manual_seed(self.config.seed * 7919 + epoch)  # dropout layers inside the networks
         cpu_gen = epoch_generator(self.config.seed, epoch, torch.device("cpu"))
-        order = self.train_idx[torch.randperm(len(self.train_idx), generator=cpu_gen)]
+        labels = self.cohort.labels[self.train_idx.to(self.cohort.labels.device)].cpu()
+        order = self.train_idx[epoch_order(labels, cpu_gen, self.config.balanced_batches)]
         order = self.dist.shard(order)
         device_gen = epoch_generator(self.config.seed + self.dist.rank, epoch, self.device)
         sums: dict[str, float] = {}
@@ -145,6 +182,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.optimizer.step()
+            self.scheduler.step()
             # One host sync per step (for logging), not one per loss term.
             numbers = torch.stack([v.detach().float() for v in terms.values()]).tolist()
             values = dict(zip(terms.keys(), numbers))
@@ -163,7 +201,7 @@ class Trainer:
             batch = self.batch(shard[start:start + self.config.batch_size])
             images, available = self.stage.eval_inputs(batch)
             with self.autocast:
-                logits = self.model(images, available).logits
+                logits = self.model(images, available, batch["region_labels"]).logits
             outputs.append(torch.softmax(logits.float(), dim=1))
         probs = self.dist.gather(torch.cat(outputs), len(indices))
         return probs.cpu().numpy()

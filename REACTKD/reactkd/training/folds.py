@@ -1,4 +1,5 @@
-"""Patient-grouped, grade-stratified K-fold splits (several scans of one patient never straddle folds)."""
+"""Patient-grouped, grade-stratified K-fold splits (several scans of one patient never straddle folds), and the
+inner split of a fold's training part that chooses the epoch."""
 
 from __future__ import annotations
 
@@ -23,3 +24,22 @@ def split_fold(records: list[CaseRecord], fold: int, folds: int, seed: int = 0) 
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train, val = list(splitter.split(np.zeros(len(records)), labels, groups))[fold]
     return sorted(train.tolist()), sorted(val.tolist())
+
+
+def inner_split(records: list[CaseRecord], train_idx: list[int], fraction: float = 0.2,
+                seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split a fold's training part into (fit, inner validation), patient-grouped and grade-stratified.
+
+    The inner validation part chooses the epoch (and any calibration); the fold's held-out test part is
+    never looked at during training, so what ``evaluate --fold`` reports is an honest estimate.
+    """
+    n_splits = max(2, round(1 / fraction))
+    subset = [records[i] for i in train_idx]
+    labels = np.array([r.label for r in subset])
+    groups = np.array([r.patient_id for r in subset])
+    if len(set(groups.tolist())) < n_splits:
+        raise ConfigError(f"{len(set(groups.tolist()))} training patient(s) are too few for an inner "
+                          f"validation split of {fraction:g}")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + 1)
+    fit, val = next(splitter.split(np.zeros(len(subset)), labels, groups))
+    return sorted(train_idx[i] for i in fit), sorted(train_idx[i] for i in val)

@@ -4,7 +4,7 @@
 - teacher-dose: dose-aware teacher on CT degraded on the fly by the low-dose simulator at a random dose
   per sample, classification loss.
 - student: CT student with modality dropout; loss = (1 - alpha) L_cls + alpha L_KD + lambda_g L_RGD against
-  both frozen teachers, which see the un-dropped inputs.
+  both frozen teachers, whose outputs on the un-dropped inputs come from the teacher cache.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..losses import classification_loss, kd_loss, rgd_loss, total_loss
 from ..models import apply_modality_dropout, build_model
 from .config import TrainConfig
 from .data import CohortTensors
+from .teacher_cache import TeacherTargets
 
 CT_ONLY = torch.tensor([True, False, False])
 
@@ -51,7 +52,7 @@ class Stage:
 
     def loss(self, model, batch, generator, config) -> dict[str, torch.Tensor]:
         images, available = self.eval_inputs(batch)
-        cls = self.cls_loss(model(images, available).logits, batch["labels"])
+        cls = self.cls_loss(model(images, available, batch["region_labels"]).logits, batch["labels"])
         return {"cls": cls, "total": cls}
 
 
@@ -83,19 +84,23 @@ class DoseStage(Stage):
 
     def loss(self, model, batch, generator, config):
         images, available = self.degraded_inputs(batch, generator)
-        cls = self.cls_loss(model(images, available).logits, batch["labels"])
+        cls = self.cls_loss(model(images, available, batch["region_labels"]).logits, batch["labels"])
         return {"cls": cls, "total": cls}
 
 
 class StudentStage(Stage):
+    """The student against frozen teachers whose outputs come from the teacher cache (``targets``, indexed
+    by ``batch["case_index"]``): a step runs only the student. Without teachers (alpha = 0 and
+    lambda_graph = 0) the loss is the classification term alone."""
+
     name = "student"
 
-    def __init__(self, model, config, teachers: list[torch.nn.Module]) -> None:
+    def __init__(self, model, config, targets: TeacherTargets | None = None) -> None:
         super().__init__(model, config)
-        self.teachers = teachers
+        self.targets = targets
 
     def to(self, device: torch.device) -> StudentStage:
-        self.teachers = [t.to(device) for t in self.teachers]
+        self.targets = self.targets.to(device) if self.targets is not None else None
         return self
 
     def eval_inputs(self, batch):
@@ -105,33 +110,32 @@ class StudentStage(Stage):
         images, available = batch["images"], batch["available"]
         student_images, student_available = apply_modality_dropout(images, available, config.modality_dropout,
                                                                    generator)
-        out = model(student_images, student_available)
+        out = model(student_images, student_available, batch["region_labels"])
+        cls = self.cls_loss(out.logits, batch["labels"])
+        if self.targets is None:
+            return {"cls": cls, "total": cls}
         n_nodes = int(batch["n_nodes"].max())
         node_mask = torch.arange(n_nodes, device=images.device)[None, :] < batch["n_nodes"][:, None]
         student_nodes = node_features(out.features.float(),
                                       soft_region_masks(batch["node_index"], n_nodes, out.features.shape[2:]))
-        teacher_logits, teacher_nodes, teacher_ok = [], [], []
-        with torch.no_grad():
-            for teacher in self.teachers:
-                t_out = teacher(images, available)
-                teacher_logits.append(t_out.logits.float())
-                teacher_nodes.append(node_features(
-                    t_out.features.float(), soft_region_masks(batch["node_index"], n_nodes, t_out.features.shape[2:])))
-                teacher_ok.append(teacher.teacher_available(available))
-        ok = torch.stack(teacher_ok)
-        weights = torch.tensor(config.teacher_weights[:len(self.teachers)], device=images.device)
-        cls = self.cls_loss(out.logits, batch["labels"])
-        kd = kd_loss(out.logits.float(), torch.stack(teacher_logits), ok, weights, config.temperature)
+        case = batch["case_index"].to(self.targets.logits.device)
+        teacher_logits = self.targets.logits[case].transpose(0, 1).to(images.device)  # (T, B, classes)
+        teacher_nodes = [nodes[case, :n_nodes].to(images.device) for nodes in self.targets.nodes]
+        ok = self.targets.usable[case].transpose(0, 1).to(images.device)
+        weights = torch.tensor(config.teacher_weights[:len(teacher_nodes)], device=images.device)
+        zero = cls.new_zeros(())
+        kd = kd_loss(out.logits.float(), teacher_logits, ok, weights, config.temperature) if config.alpha > 0 \
+            else zero
         rgd = rgd_loss(student_nodes, teacher_nodes, node_mask, ok, weights, epsilon=config.graph.gw_epsilon,
-                       edge_weight=config.graph.edge_weight)
+                       edge_weight=config.graph.edge_weight) if config.lambda_graph > 0 else zero
         total = total_loss(cls, kd, rgd, alpha=config.alpha, lambda_g=config.lambda_graph)
         return {"cls": cls, "kd": kd, "rgd": rgd, "total": total}
 
 
-def make_stage(name: str, config: TrainConfig, teachers: list[torch.nn.Module] | None = None) -> Stage:
-    """Build the stage and its fresh network from the config."""
+def make_stage(name: str, config: TrainConfig, targets: TeacherTargets | None = None) -> Stage:
+    """Build the stage and its fresh network from the config (every network gets ``config.head``)."""
     if name == "teacher-sf":
-        return StructureFunctionStage(build_model("sf_teacher", **config.teacher), config)
+        return StructureFunctionStage(build_model("sf_teacher", head=config.head, **config.teacher), config)
     if name == "teacher-dose":
-        return DoseStage(build_model("dose_teacher", **config.teacher), config)
-    return StudentStage(build_model("student", **config.student), config, teachers or [])
+        return DoseStage(build_model("dose_teacher", head=config.head, **config.teacher), config)
+    return StudentStage(build_model("student", head=config.head, **config.student), config, targets)

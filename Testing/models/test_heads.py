@@ -1,0 +1,84 @@
+"""The region-aware head: what it pools, what it needs, and the global head kept for the ablation."""
+
+import numpy as np
+import pytest
+import torch
+
+from reactkd.errors import ConfigError
+from reactkd.graph import build_regions, head_region_labels
+from reactkd.graph.pooling import node_features, soft_region_masks
+from reactkd.models import build_model
+from reactkd.models.heads import RegionHead, region_kind_index, size_descriptors
+from synthetic_images import regions_like
+
+GRID = (16, 32, 32)
+
+
+def test_head_region_labels_follow_the_region_nodes():
+    labels = np.zeros((12, 24, 24), np.uint8)
+    labels[1:11, 2:22, 2:22] = 1
+    labels[3:6, 4:8, 4:8] = 2  # the larger tumour
+    labels[7:9, 15:17, 15:17] = 2
+    regions = build_regions(labels, (2.0, 1.0, 1.0), liver_parcels=3, ring_mm=2.0)
+    head = head_region_labels(regions)
+    assert head.dtype == np.int16 and head.shape == labels.shape
+    assert set(np.unique(head).tolist()) == {0, 1, 2, 3, 4}
+    assert (head[3:6, 4:8, 4:8] == 3).all() and (head[7:9, 15:17, 15:17] == 4).all()  # largest tumour first
+    kinds = np.asarray(regions.kinds)[regions.node_index[head == 2]]
+    assert (kinds == "ring").all() and ((head == 1) == (regions.node_index >= 0) & (head == 1)).all()
+    assert ((head > 0) == (regions.node_index >= 0)).all()
+
+
+def test_size_descriptors_read_the_tumour_burden():
+    regions = torch.zeros(2, 4, 10, 10, dtype=torch.int16)
+    regions[:, :, :, :] = 1
+    regions[0, 0, 0, :4] = 3  # one tumour of 4 voxels
+    regions[1, 0, 0, :4] = 3
+    regions[1, 1, 0, :8] = 4  # two tumours of 12 voxels
+    regions[1, 2, 0, :2] = 2
+    described = size_descriptors(regions)
+    torch.testing.assert_close(described[:, 0], torch.tensor([4 / 400, 12 / 400]))
+    torch.testing.assert_close(described[:, 2], torch.tensor([0.0, 2 / 400]))
+    torch.testing.assert_close(described[:, 3], torch.log1p(torch.tensor([1.0, 2.0])))
+
+
+def test_region_head_pools_inside_each_region_kind():
+    """The pooled vector holds the masked mean of each scale inside tumour, ring and liver (graph pooling)."""
+    torch.manual_seed(0)
+    head = RegionHead(channels=4, scale_channels=[2], n_classes=3)
+    deep, fine = torch.rand(2, 4, 2, 4, 4), torch.rand(2, 2, 8, 16, 16)
+    regions = regions_like(torch.zeros(2, 1, *GRID))
+    vector = head.pooled(deep, [fine], regions)
+    assert vector.shape == (2, head.in_features) == (2, 4 + 3 * (2 + 4) + 4)
+    kinds = region_kind_index(regions)
+    expected_fine = node_features(fine, soft_region_masks(kinds, 3, fine.shape[2:])).flatten(1)
+    torch.testing.assert_close(vector[:, 4:4 + 6], expected_fine)
+    torch.testing.assert_close(vector[:, :4], deep.mean(dim=(2, 3, 4)))
+
+
+def test_a_change_inside_the_tumour_moves_the_region_head_more_than_the_global_one():
+    """A global average dilutes a small tumour; the region head must not."""
+    images = torch.rand(1, 3, *GRID)
+    regions = regions_like(images)
+    changed = images.clone()
+    changed[:, 0][regions[0:1] >= 3] += 0.5
+    moves = {}
+    for head in ("region", "global"):
+        torch.manual_seed(0)
+        model = build_model("student", init_filters=8, head=head).eval()
+        with torch.no_grad():
+            before = model(images, torch.ones(1, 3, dtype=torch.bool), regions).logits
+            after = model(changed, torch.ones(1, 3, dtype=torch.bool), regions).logits
+        moves[head] = float((after - before).abs().max())
+    assert moves["region"] > 2 * moves["global"]
+
+
+@pytest.mark.parametrize("architecture, kwargs", [("student", {"init_filters": 8}),
+                                                  ("dose_teacher", {"feature_size": 12, "window_size": 4})])
+def test_region_head_needs_the_regions_and_global_head_does_not(architecture, kwargs):
+    images, available = torch.rand(1, 3, *GRID), torch.ones(1, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="region labels"):
+        build_model(architecture, **kwargs)(images, available)
+    assert build_model(architecture, head="global", **kwargs)(images, available).logits.shape == (1, 3)
+    with pytest.raises(ConfigError, match="head must be one of"):
+        build_model(architecture, head="attention", **kwargs)
