@@ -40,7 +40,7 @@ def main() -> None:
     for stage in args.stages:
         for rate in args.rates:
             start = time.perf_counter()
-            report = overfit(stage, cohort, indices, dataclasses.replace(config, learning_rate=rate), args.epochs)
+            report = overfit(stage, cohort, indices, dataclasses.replace(config, learning_rate=rate, teacher_learning_rate=rate), args.epochs)
             print(f"| {stage} | {rate:g} | {report.steps} | {report.first_loss:.3f} | {report.final_loss:.3f} | "
                   f"{report.accuracy:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
 

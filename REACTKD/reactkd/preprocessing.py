@@ -35,7 +35,7 @@ class PreprocessConfig:
     # the median uptake of the liver parenchyma, the clinical convention for HCC PET), clipped at
     # pet_liver_ratio_max and scaled to [0, 1].
     pet_scale: str = "percentile"
-    pet_liver_ratio_max: float = 4.0
+    pet_liver_ratio_max: float = 6.0
     zscore: bool = False
     min_liver_island_fraction: float = 0.05  # liver islands below this share of the largest are dropped
 

@@ -82,3 +82,24 @@ def test_region_head_needs_the_regions_and_global_head_does_not(architecture, kw
     assert build_model(architecture, head="global", **kwargs)(images, available).logits.shape == (1, 3)
     with pytest.raises(ConfigError, match="head must be one of"):
         build_model(architecture, head="attention", **kwargs)
+
+
+def test_a_package_made_before_the_region_head_loads_as_a_global_head_model(tmp_path):
+    import json
+
+    from reactkd.models.heads import GlobalHead
+    from reactkd.packaging import METADATA_FILE, load_package, save_package
+
+    model = build_model("student", init_filters=8, head="global")
+    arguments = dict(model.config)
+    del arguments["head"]  # what packages written before 2026-11-27 hold
+    save_package(model, tmp_path, {"name": "old", "version": "0", "architecture": "student",
+                                   "architecture_args": arguments, "class_names": ["well", "moderate", "poor"],
+                                   "input_modalities": ["ct", "pet_fdg", "pet_act"], "preprocessing": {}})
+    assert "head" not in json.loads((tmp_path / METADATA_FILE).read_text())["architecture_args"]
+    loaded = load_package(tmp_path).model
+    assert isinstance(loaded.head, GlobalHead)
+    images = torch.rand(1, 3, *GRID)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, torch.ones(1, 3, dtype=torch.bool)).logits,
+                                   model.eval()(images, torch.ones(1, 3, dtype=torch.bool)).logits)

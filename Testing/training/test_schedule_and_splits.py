@@ -75,3 +75,16 @@ def test_class_balance_is_not_lost_in_a_fold():
     labels = np.array([r.label for r in _records(30)])
     fit, _ = inner_split(_records(30), list(range(30)), 0.2)
     assert set(np.bincount(labels[fit]).tolist()) <= {8, 7, 9}
+
+
+def test_teacher_stages_get_their_own_peak_rate():
+    from reactkd.training.config import TrainConfig
+
+    config = TrainConfig(learning_rate=3e-4, teacher_learning_rate=1e-3)
+    assert config.stage_learning_rate("teacher-sf") == config.stage_learning_rate("teacher-dose") == 1e-3
+    assert config.stage_learning_rate("student") == 3e-4
+    assert TrainConfig(learning_rate=2e-4).stage_learning_rate("teacher-sf") == 2e-4
+    for bad in (dict(teacher_learning_rate=0.0), dict(warmup_steps=-1), dict(head="mean"),
+                dict(inner_val_fraction=0.9)):
+        with pytest.raises(ConfigError):
+            TrainConfig(**bad).validate()

@@ -95,3 +95,38 @@ def test_distributed_data_parallel_with_gloo(cohort, tmp_path):
     metadata = verify_package(out)
     assert metadata["training"]["world_size"] == 2
     assert sum(json.loads(line)["event"] == "done" for line in result.stdout.splitlines() if line.startswith("{")) == 1
+
+
+@pytest.mark.slow
+def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, teachers, tmp_path, capsys):
+    sf, dose = teachers
+    cache = cohort / "data/.reactkd-cache"
+    before = set(cache.glob("teachers-*.safetensors"))
+    assert train(cohort, "student", tmp_path / "s1", "--epochs", "1", "--teacher-sf", str(sf),
+                 "--teacher-dose", str(dose)) == 0
+    built = set(cache.glob("teachers-*.safetensors"))
+    assert len(built) == 1 or built - before  # written by this or the earlier student run, never one per run
+    metadata = verify_package(tmp_path / "s1")
+    assert metadata["training"]["n_test"] > 0 and "inner validation" in metadata["training"]["selection"]
+    assert metadata["architecture_args"]["head"] == "region"
+    # A teacher trained with other preprocessing settings is refused with one error line.
+    other = cohort / "other-margin.yaml"
+    other.write_text(TINY.replace("preprocessing: {grid: [32, 32, 32]}",
+                                  "preprocessing: {grid: [32, 32, 32], margin_mm: 12.0}"))
+    capsys.readouterr()
+    code = main(["train", "--stage", "student", "--manifest", str(cohort / "data/manifest.csv"), "--out",
+                 str(tmp_path / "s2"), "--config", str(other), "--device", "cpu", "--progress", "none",
+                 "--epochs", "1", "--teacher-sf", str(sf), "--teacher-dose", str(dose)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "preprocessing" in err and "Traceback" not in err
+
+
+def test_student_without_distillation_needs_no_teacher(cohort, tmp_path):
+    plain = cohort / "no-kd.yaml"
+    plain.write_text(TINY + "alpha: 0.0\nlambda_graph: 0.0\n")
+    code = main(["train", "--stage", "student", "--manifest", str(cohort / "data/manifest.csv"), "--out",
+                 str(tmp_path / "plain"), "--config", str(plain), "--device", "cpu", "--progress", "none",
+                 "--epochs", "1"])
+    assert code == 0
+    history = verify_package(tmp_path / "plain")["training"]["history"]
+    assert set(history[0]) == {"epoch", "train_cls", "train_total", "val_macro_auc"}

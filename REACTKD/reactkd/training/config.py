@@ -7,6 +7,7 @@ Example (every key optional; these are the defaults):
     epochs: 30
     batch_size: 4
     learning_rate: 3.0e-4  # peak; linear warm-up then cosine decay, counted in optimiser steps
+    teacher_learning_rate: null  # peak rate of the teacher stages (default: learning_rate)
     warmup_steps: 20
     weight_decay: 1.0e-4
     head: region           # region | global (the paper's global average pooling; for the ablation)
@@ -58,6 +59,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 4
     learning_rate: float = 3e-4
+    teacher_learning_rate: float | None = None
     warmup_steps: int = 20
     weight_decay: float = 1e-4
     head: str = "region"
@@ -80,6 +82,12 @@ class TrainConfig:
     student: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
 
+    def stage_learning_rate(self, stage: str) -> float:
+        """Peak learning rate of a stage: the Swin teachers tolerate (and need) a higher one than the student."""
+        if stage.startswith("teacher") and self.teacher_learning_rate is not None:
+            return self.teacher_learning_rate
+        return self.learning_rate
+
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig.from_dict(self.preprocessing)
 
@@ -99,6 +107,8 @@ class TrainConfig:
             problems.append("alpha must lie in [0, 1]")
         if self.temperature <= 0 or self.learning_rate <= 0:
             problems.append("temperature and learning_rate must be > 0")
+        if self.teacher_learning_rate is not None and self.teacher_learning_rate <= 0:
+            problems.append("teacher_learning_rate must be > 0")
         if not 0 <= self.modality_dropout < 1:
             problems.append("modality_dropout must lie in [0, 1)")
         if any(not 0 < d <= 1 for d in self.doses) or not self.doses:

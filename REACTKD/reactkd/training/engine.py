@@ -107,7 +107,7 @@ class Trainer:
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise ConfigError(f"stage {stage.name}: no usable training or validation cases in this fold")
         self.model = stage.model.to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.stage_learning_rate(stage.name),
                                            weight_decay=config.weight_decay)
         self.steps_per_epoch = -(-len(self.dist.shard(self.train_idx)) // config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -37,6 +37,8 @@ def overfit(stage_name: str, cohort: CohortTensors, indices: list[int], config: 
             epochs: int, device: torch.device | str = "cpu") -> FitReport:
     """Train ``stage_name`` (student: classification only, no teachers) on ``indices`` and measure the fit."""
     device = torch.device(device)
+    if stage_name == "student":  # fit and measure on what the student is judged on: CT alone
+        cohort = ct_only_cohort(cohort)
     config = dataclasses.replace(config, epochs=epochs, alpha=0.0, lambda_graph=0.0, early_stopping=0,
                                  modality_dropout=0.0)
     torch.manual_seed(config.seed)
@@ -53,12 +55,22 @@ def overfit(stage_name: str, cohort: CohortTensors, indices: list[int], config: 
     labels = batch["labels"]
     final = float(stage.cls_loss(logits, labels))
     accuracy = float((logits.argmax(1) == labels).float().mean())
-    return FitReport(stage_name, config.learning_rate, trainer.steps_per_epoch * epochs,
+    return FitReport(stage_name, config.stage_learning_rate(stage_name), trainer.steps_per_epoch * epochs,
                      float(result.history[0]["train_cls"]), final, accuracy)
 
 
+def ct_only_cohort(cohort: CohortTensors) -> CohortTensors:
+    """The cohort with every PET channel removed (zeroed, flagged absent)."""
+    images = cohort.images.clone()
+    images[:, 1:] = 0
+    available = cohort.available.clone()
+    available[:, 1:] = False
+    return dataclasses.replace(cohort, images=images, available=available)
+
+
 def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
-    """``per_class`` case indices of every grade (seeded), sorted."""
+    """``per_class`` case indices of every grade (seeded), sorted; cases labelled -1 are never drawn."""
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(labels == grade), per_class, replace=False) for grade in np.unique(labels)]
+    grades = [grade for grade in np.unique(labels) if grade >= 0]
+    picked = [rng.choice(np.flatnonzero(labels == grade), per_class, replace=False) for grade in grades]
     return sorted(int(i) for i in np.concatenate(picked))
