@@ -14,16 +14,27 @@ import torch
 from reactkd.models import build_model
 
 
-def timed(model, x, a, device, bf16: bool, repeats: int) -> float:
+def ellipsoid_regions(batch: int, grid, device) -> torch.Tensor:
+    """Region-head input: a liver ellipsoid (1) with one tumour (3) in a ring (2), as head_region_labels gives."""
+    z, y, x = torch.meshgrid(*(torch.linspace(-1, 1, n, device=device) for n in grid), indexing="ij")
+    liver = (z / 0.8) ** 2 + (y / 0.8) ** 2 + (x / 0.8) ** 2 <= 1
+    tumour = (z - 0.2) ** 2 + (y + 0.1) ** 2 + (x - 0.2) ** 2
+    labels = torch.where(liver, 1, 0)
+    labels = torch.where(liver & (tumour <= 0.12), 2, labels)
+    labels = torch.where(liver & (tumour <= 0.05), 3, labels)
+    return labels.to(torch.int16).expand(batch, *grid)
+
+
+def timed(model, x, a, regions, device, bf16: bool, repeats: int) -> float:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.no_grad(), autocast:
         for _ in range(2):
-            model(x, a)
+            model(x, a, regions)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            model(x, a).logits.float().cpu()
+            model(x, a, regions).logits.float().cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeats
@@ -43,10 +54,11 @@ def main() -> None:
     for batch in (1, args.batch):
         x = torch.rand(batch, 3, *args.grid, device=device)
         a = torch.tensor([True, False, False], device=device).expand(batch, 3).clone()
-        base = timed(model, x, a, device, False, args.repeats)
+        regions = ellipsoid_regions(batch, args.grid, device)
+        base = timed(model, x, a, regions, device, False, args.repeats)
         rows = [("fp32", base)]
         if device.type == "cuda":
-            rows.append(("bf16 autocast", timed(model, x, a, device, True, args.repeats)))
+            rows.append(("bf16 autocast", timed(model, x, a, regions, device, True, args.repeats)))
         for name, t in rows:
             print(f"| {batch} | {name} | {t * 1000:.1f} | {batch / t:.1f} | {base / t:.2f}x |", flush=True)
 

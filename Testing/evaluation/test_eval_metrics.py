@@ -239,3 +239,21 @@ def test_vectorised_macro_f1_equals_scikit_learn():
     expected = [f1_score(t, p, labels=[0, 1, 2], average="macro", zero_division=0)
                 for t, p in zip(y_true, y_pred)]
     assert _macro_f1_from_confusions(confusions) == pytest.approx(expected, abs=1e-12)
+
+
+def test_paired_macro_auc_difference():
+    from sklearn.metrics import roc_auc_score
+
+    from reactkd.evaluation.metrics import paired_macro_auc_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    noise = rng.dirichlet(np.ones(3), size=90)
+    informed = 0.5 * noise + 0.5 * np.eye(3)[y]
+    same = paired_macro_auc_difference(y, noise, noise, n_bootstrap=300)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["p_b_not_better"] == 1.0
+    better = paired_macro_auc_difference(y, noise, informed, n_bootstrap=300)
+    expected = np.mean([roc_auc_score(y == c, informed[:, c]) for c in range(3)]) - \
+        np.mean([roc_auc_score(y == c, noise[:, c]) for c in range(3)])
+    assert better["difference"] == pytest.approx(expected)
+    assert better["ci95"][0] > 0 and better["p_b_not_better"] < 0.01 and better["n_cases"] == 90

@@ -232,3 +232,26 @@ def test_repeated_classify_reuses_one_gradcam_and_matches_a_fresh_classifier(cas
                                       sitk.GetArrayViewFromImage(first.attention_gradcam))
     assert first.class_index == int(np.argmax(list(first.probabilities.values())))
     assert float(sitk.GetArrayViewFromImage(first.attention_gradcam).max()) > 0
+
+
+@pytest.mark.parametrize("name", ["reactkd-demo-student", "reactkd-demo-teacher-sf", "reactkd-demo-teacher-dose"])
+def test_every_shipped_package_is_listed_and_classifies_a_case_with_its_inputs(case_files, name, tmp_path):
+    """The three demonstration packages: in the catalogue, verified, and usable by `reactkd classify --model`
+    (the SF teacher with the PETs, the others on CT)."""
+    from pathlib import Path
+
+    from reactkd.catalog import ModelCatalog
+
+    folder, _ = case_files
+    entry = ModelCatalog(user_file=tmp_path / "none.json").get(name)
+    assert entry.available and Path(entry.path).is_dir()
+    pets = ["--pet-fdg", str(folder / "pet_fdg.nii.gz"), "--pet-act", str(folder / "pet_act.nii.gz")]
+    code = main(["classify", "--ct", str(folder / "ct.nii.gz"), "--mask", str(folder / "mask.nii.gz"),
+                 "--model", str(entry.path), "--out", str(tmp_path / "out"), "--device", "cpu", "--no-render",
+                 *(pets if "teacher-sf" in name else [])])
+    assert code == 0
+    result = json.loads((tmp_path / "out/result.json").read_text())
+    expected_inputs = ["ct", "pet_fdg", "pet_act"] if "teacher-sf" in name else ["ct"]
+    assert result["inputs"] == expected_inputs and result["model"]["name"] == name
+    probabilities = np.array(list(result["probabilities"].values()))
+    assert probabilities.sum() == pytest.approx(1.0) and probabilities.max() > 0.4  # not a flat answer

@@ -240,3 +240,28 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
             notes.append(f"{skipped} of {n_bootstrap} bootstrap resamples lacked a class and were skipped "
                          "for the AUC intervals")
     return result
+
+
+def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
+                                n_bootstrap: int = 2000, seed: int = 0) -> dict:
+    """Macro AUC of B minus A on the same cases, with a paired percentile bootstrap (both models scored on
+    each resample) and the share of resamples where B is not better (a one-sided bootstrap p-value).
+
+    Resamples that lack a class are skipped, as in ``classification_metrics``.
+    """
+    y = np.asarray(y_true)
+    n, k = probs_a.shape
+    if probs_b.shape != (n, k) or len(y) != n:
+        raise ValueError("both models need probabilities for the same cases")
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap)
+    macro = {}
+    for name, probs in (("a", probs_a), ("b", probs_b)):
+        macro[name] = np.mean([weighted_auc(probs[:, c], y == c, counts) for c in range(k)], axis=0)
+    difference = macro["b"] - macro["a"]
+    valid = np.isfinite(difference)
+    full = np.ones((1, n))
+    point = {name: float(np.mean([weighted_auc(p[:, c], y == c, full)[0] for c in range(k)]))
+             for name, p in (("a", probs_a), ("b", probs_b))}
+    return {"auc_macro_a": point["a"], "auc_macro_b": point["b"], "difference": point["b"] - point["a"],
+            "ci95": _percentile_ci(difference[valid]), "p_b_not_better": float(np.mean(difference[valid] <= 0)),
+            "n_resamples": int(valid.sum()), "n_cases": int(n)}
