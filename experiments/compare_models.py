@@ -5,7 +5,8 @@ difference (B minus A) with a paired bootstrap CI.
         --model-a build/pet-percentile/teacher-sf --model-b build/demo-model/teacher-sf --modalities all
 
 Cases: the fold's test part (``--fold``; the split seed is model A's training seed), each model with its own
-preprocessing, on the modality subset given (``all`` for PET/CT teachers, ``ct`` for CT models).
+preprocessing, on the modality subset given (``all`` for PET/CT teachers, ``ct`` for CT models); a PET/CT
+teacher is scored on the cases that have a PET, as ``reactkd evaluate`` does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def probabilities(model_dir: Path, records, subset: str, cache_dir: Path):
     cohort = load_cohort(records, PreprocessConfig.from_dict(meta["preprocessing"]), GraphConfig(**meta["graph"]),
                          cache_dir=cache_dir)
     keep, images, available = subset_inputs(cohort, subset)
+    if meta["architecture"] == "sf_teacher":  # as `reactkd evaluate`: a PET/CT model is scored where PET exists
+        has_pet = available[:, 1:].any(dim=1)
+        keep, images, available = keep[has_pet], images[has_pet], available[has_pet]
     probs = predict(package.model, images, available, cohort.region_labels[keep], torch.device("cpu"))
     return keep.numpy(), cohort.labels.numpy()[keep.numpy()], probs, meta
 

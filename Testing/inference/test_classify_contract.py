@@ -200,11 +200,11 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(case_files, stu
     real_infer = classifier._infer
     calls = []
 
-    def infer_once_out_of_memory(prepared, timings):
+    def infer_once_out_of_memory(prepared, regions, timings):
         calls.append(str(classifier.device))
         if len(calls) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_infer(prepared, timings)
+        return real_infer(prepared, regions, timings)
 
     monkeypatch.setattr(classifier, "_infer", infer_once_out_of_memory)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
@@ -254,4 +254,6 @@ def test_every_shipped_package_is_listed_and_classifies_a_case_with_its_inputs(c
     expected_inputs = ["ct", "pet_fdg", "pet_act"] if "teacher-sf" in name else ["ct"]
     assert result["inputs"] == expected_inputs and result["model"]["name"] == name
     probabilities = np.array(list(result["probabilities"].values()))
-    assert probabilities.sum() == pytest.approx(1.0) and probabilities.max() > 0.4  # not a flat answer
+    assert probabilities.sum() == pytest.approx(1.0) and (probabilities >= 0).all()
+    if "teacher-sf" in name:  # the one package that grades (docs/model-card.md): a decided answer, not a flat one
+        assert probabilities.max() > 0.6

@@ -65,10 +65,14 @@ def test_inner_split_is_inside_the_training_part_and_patient_grouped():
     assert inner_split(records, train_part, 0.2, seed=0) == (fit, val)
 
 
-def test_inner_split_refuses_too_few_patients():
-    records = _records(6)
+def test_inner_split_of_a_tiny_fold_is_coarser_and_refuses_a_single_patient():
+    records = _records(12)  # 8 training cases, 2-3 per grade: 5 splits are impossible, 2 are not
+    train_part, _ = split_fold(records, 0, 3)
+    fit, val = inner_split(records, train_part, 0.2)
+    assert fit and val and set(fit) | set(val) == set(train_part)
+    one_patient = _records(1, scans=3)
     with pytest.raises(ConfigError, match="too few"):
-        inner_split(records, [0, 1, 2], 0.2)
+        inner_split(one_patient, [0, 1, 2], 0.2)
 
 
 def test_class_balance_is_not_lost_in_a_fold():

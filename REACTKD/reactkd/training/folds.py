@@ -3,6 +3,8 @@ inner split of a fold's training part that chooses the epoch."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -33,13 +35,19 @@ def inner_split(records: list[CaseRecord], train_idx: list[int], fraction: float
     The inner validation part chooses the epoch (and any calibration); the fold's held-out test part is
     never looked at during training, so what ``evaluate --fold`` reports is an honest estimate.
     """
-    n_splits = max(2, round(1 / fraction))
     subset = [records[i] for i in train_idx]
     labels = np.array([r.label for r in subset])
     groups = np.array([r.patient_id for r in subset])
-    if len(set(groups.tolist())) < n_splits:
-        raise ConfigError(f"{len(set(groups.tolist()))} training patient(s) are too few for an inner "
-                          f"validation split of {fraction:g}")
+    n_patients = len(set(groups.tolist()))
+    # As many splits as 1 / fraction asks, but no more than the rarest grade allows (tiny cohorts get a
+    # coarser, still patient-grouped and stratified split: 2 splits = half the training part).
+    if n_patients < 2:
+        raise ConfigError(f"{n_patients} training patient(s) are too few for an inner validation split")
+    counts = np.bincount(labels)
+    smallest_grade = int(counts[counts > 0].min())
+    n_splits = min(max(2, round(1 / fraction)), max(2, smallest_grade), n_patients)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + 1)
-    fit, val = next(splitter.split(np.zeros(len(subset)), labels, groups))
+    with warnings.catch_warnings():  # "least populated class has only 1 member": expected on tiny cohorts
+        warnings.simplefilter("ignore", UserWarning)
+        fit, val = next(splitter.split(np.zeros(len(subset)), labels, groups))
     return sorted(train_idx[i] for i in fit), sorted(train_idx[i] for i in val)
