@@ -86,7 +86,7 @@ class RegionHead(nn.Module):
 
     def pooled(self, features: torch.Tensor, scales: Sequence[torch.Tensor],
                region_labels: torch.Tensor) -> torch.Tensor:
-        """(B, in_features) vector before the normalisation (exposed for tests and the teacher cache)."""
+        """(B, in_features) vector before the normalisation (exposed for tests and inspection)."""
         if region_labels is None:
             raise ValueError("the region head needs the region labels of the case (liver, ring, tumours)")
         if len(scales) != len(self.scale_channels):
