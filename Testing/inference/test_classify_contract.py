@@ -257,3 +257,21 @@ def test_every_shipped_package_is_listed_and_classifies_a_case_with_its_inputs(c
     assert probabilities.sum() == pytest.approx(1.0) and (probabilities >= 0).all()
     if "teacher-sf" in name:  # the one package that grades (docs/model-card.md): a decided answer, not a flat one
         assert probabilities.max() > 0.6
+
+
+@pytest.mark.parametrize("architecture", ["student", "dose_teacher"])
+def test_classify_works_with_either_head(case_files, tmp_path, architecture):
+    """Region head (default) and the paper's global head: probabilities, CBAM, Grad-CAM and graph on the CT grid."""
+    _, case = case_files
+    results = {}
+    for head in ("region", "global"):
+        package = make_package(tmp_path / f"{architecture}-{head}", architecture, head=head)
+        assert json.loads((package / "metadata.json").read_text())["architecture_args"]["head"] == head
+        result = Classifier(package, device="cpu").classify(case.ct, case.mask)
+        assert sum(result.probabilities.values()) == pytest.approx(1.0)
+        for image in (result.attention_cbam, result.attention_gradcam):
+            assert Geometry.of(image).same_as(Geometry.of(case.ct), tol=1e-5)
+            assert sitk.GetArrayViewFromImage(image).max() > 0
+        assert result.graph["nodes"] and result.timings_ms["regions"] >= 0
+        results[head] = result
+    assert results["region"].probabilities != results["global"].probabilities
