@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..graph import node_features, soft_region_masks
@@ -88,9 +88,8 @@ def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_
     key = cache_key(teacher_sha256, cohort.key)
     path = Path(cache_dir) / f"teachers-{key}.safetensors"
     if path.is_file():
-        problem = _check_file(path, key, len(cohort))
+        tensors, problem = _read_checked(path, key, len(cohort))
         if problem is None:
-            tensors = load_file(str(path))
             return TeacherTargets(tensors["logits"], [tensors[f"nodes.{i}"] for i in range(len(teachers))],
                                   tensors["usable"])
         notify(f"teacher cache {path} is {problem}; rebuilding it")
@@ -104,18 +103,18 @@ def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_
     return targets
 
 
-def _check_file(path: Path, key: str, n_cases: int) -> str | None:
-    """None when the file is a complete cache for this key, else what is wrong with it."""
+def _read_checked(path: Path, key: str, n_cases: int) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The file's tensors (read once) and None when it is a complete cache for this key, else what is wrong."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        return f"unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
+        return {}, f"unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
     if header.get("key") != key:
-        return "for another teacher or cohort"
+        return tensors, "for another teacher or cohort"
     if header.get("cases") != str(n_cases) or "logits" not in tensors or len(tensors["logits"]) != n_cases:
-        return "incomplete"
+        return tensors, "incomplete"
     if header.get("sha256") != _content_digest(tensors):
-        return "corrupted (checksum mismatch)"
-    return None
+        return tensors, "corrupted (checksum mismatch)"
+    return tensors, None
