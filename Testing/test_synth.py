@@ -147,6 +147,38 @@ def test_designed_signal_pet_separates_grades_better_than_ct(cases):
     assert ct_auc < pet_auc
 
 
+def test_calibrated_signal_matches_the_paper_on_a_fresh_cohort():
+    """The calibration target of docs/synthetic-cohort.md, on 150 cases of seeds nothing was tuned on: the
+    oracle reaches a CT macro AUC of 0.80-0.87 and a PET/CT one of 0.90-0.95 (a margin of 0.04 either side for
+    the smaller sample), and about one recorded grade in six is a misreading."""
+    labels = np.arange(150) % 3
+    cohort = [generate_case(900_000 + i, int(label)) for i, label in enumerate(labels)]
+    features = [tumour_features(case) for case in cohort]
+    ct = np.array([f[0] for f in features])
+    ct_auc = macro_auc(ct, labels)
+    pet_ct_auc = macro_auc(np.hstack([ct, np.array([f[1] for f in features])]), labels)
+    truth = np.array([case.true_label for case in cohort])
+    print(f"\n150 fresh cases: CT {ct_auc:.3f}, PET/CT {pet_ct_auc:.3f}, misread {np.mean(truth != labels):.1%}")
+    assert 0.76 <= ct_auc <= 0.91 and 0.86 <= pet_ct_auc <= 0.99 and ct_auc < pet_ct_auc
+    assert 0.05 <= np.mean(truth != labels) <= 0.30
+    assert np.all(np.abs(truth - labels) <= 1), "a misreading is off by one grade, never two"
+
+
+def test_latent_differentiation_drives_ct_and_pet():
+    from reactkd.synth.anatomy import grade_property
+
+    assert grade_property((1.0, 2.0, 4.0), 0.5) == 1.0 and grade_property((1.0, 2.0, 4.0), 2.0) == 3.0
+    assert grade_property((1.0, 2.0, 4.0), 0.0) == 0.5  # extrapolated below the first grade centre
+    cohort = [generate_case(500 + i, i % 3) for i in range(60)]
+    nodules = [t for case in cohort for t in case.tumours]
+    latent = np.array([t.differentiation for t in nodules])
+    for value in ([t.suv_fdg for t in nodules], [-t.suv_act for t in nodules], [t.radius_mm for t in nodules]):
+        assert np.corrcoef(np.argsort(np.argsort(latent)), np.argsort(np.argsort(value)))[0, 1] > 0.3
+    patient = np.array([case.differentiation for case in cohort])
+    assert all(abs(t.differentiation - case.differentiation) < 1.0 for case in cohort for t in case.tumours)
+    assert np.all(np.diff([patient[np.arange(60) % 3 == g].mean() for g in range(3)]) > 0.7)
+
+
 def test_uptake_follows_grade(cases):
     fdg = {g: np.median([t.suv_fdg for c in cases if c.label == g for t in c.tumours]) for g in range(3)}
     act = {g: np.median([t.suv_act for c in cases if c.label == g for t in c.tumours]) for g in range(3)}

@@ -28,8 +28,11 @@ def measure(n_cases: int, seed: int) -> dict[str, float]:
     features = [tumour_features(case) for case in cases]
     ct = np.array([f[0] for f in features])
     pet = np.array([f[1] for f in features])
+    truth = np.array([case.true_label for case in cases])
     return {"ct_auc": macro_auc(ct, labels), "pet_auc": macro_auc(pet, labels),
-            "ct_pet_auc": macro_auc(np.hstack([ct, pet]), labels), "seconds_per_case": generation_s}
+            "ct_pet_auc": macro_auc(np.hstack([ct, pet]), labels),
+            "ct_pet_auc_true_grade": macro_auc(np.hstack([ct, pet]), truth),
+            "reading_error_rate": float(np.mean(truth != labels)), "seconds_per_case": generation_s}
 
 
 def main() -> None:
@@ -45,9 +48,11 @@ def main() -> None:
         result = measure(args.cases, seed)
         results.append(result)
         print(f"seed {seed}: {args.cases} cases  CT AUC {result['ct_auc']:.3f}  PET AUC {result['pet_auc']:.3f}  "
-              f"CT+PET AUC {result['ct_pet_auc']:.3f}  ({result['seconds_per_case']:.2f} s/case generation)")
+              f"CT+PET AUC {result['ct_pet_auc']:.3f} (against the true grade {result['ct_pet_auc_true_grade']:.3f})  "
+              f"recorded != true grade {result['reading_error_rate']:.1%}  "
+              f"({result['seconds_per_case']:.2f} s/case generation)")
     if args.repeats > 1:
-        for key in ("ct_auc", "pet_auc", "ct_pet_auc"):
+        for key in ("ct_auc", "pet_auc", "ct_pet_auc", "ct_pet_auc_true_grade", "reading_error_rate"):
             values = np.array([r[key] for r in results])
             print(f"{key}: mean {values.mean():.3f}  min {values.min():.3f}  max {values.max():.3f}")
 

@@ -37,17 +37,27 @@ class Tissue(IntEnum):
 
 N_TISSUES = len(Tissue)
 
-# Grade dependence, index = grade (0 well, 1 moderate, 2 poor). CT effects are deliberately weak and noisy;
-# PET effects (tumour-to-liver uptake ratios) strong: FDG rises and 11C-acetate falls with grade.
-TUMOUR_RADIUS_MM = (14.0, 17.0, 20.0)     # median equivalent radius; log-normal spread below
-RADIUS_LOG_SD = 0.30
-IRREGULARITY = (0.05, 0.08, 0.11)         # margin lobulation amplitude (fraction of radius)
-IRREGULARITY_SD = 0.04
-CT_DELTA_HU = (-7.0, -12.0, -17.0)        # tumour minus liver attenuation (portal-venous washout)
-CT_DELTA_SD_HU = 8.0
-HETEROGENEITY_HU = (6.0, 10.0, 14.0)       # standard deviation of the correlated intratumoural texture
-HETEROGENEITY_SD_HU = 3.5
-NECROSIS_PROBABILITY = (0.10, 0.25, 0.40)
+# Grade dependence. Every patient has a latent, continuous differentiation d (0-3: well 0-1, moderate 1-2,
+# poor 2-3); each nodule deviates a little from it, and every imaging property of a nodule follows its own d.
+# Tables give the property at the centre of each grade (d = 0.5, 1.5, 2.5), linearly interpolated and
+# extrapolated in between; the spreads are the nodule-to-nodule noise around it. CT effects are weaker and
+# noisier than PET ones (FDG rises and 11C-acetate falls with grade). Calibrated so that hand-made tumour
+# features give macro AUC 0.90-0.95 from PET/CT and 0.80-0.87 from CT against the recorded (noisy) grade:
+# see docs/synthetic-cohort.md and benchmarks/signal_design.py.
+GRADE_CENTRES = (0.5, 1.5, 2.5)
+DIFFERENTIATION_RANGE = (-0.25, 3.25)
+#: Sd of the latent differentiation around the recorded grade's interval: the pathologist's reading error.
+READING_SD = 0.30
+NODULE_DIFFERENTIATION_SD = 0.15          # nodules of one liver are alike, not identical
+TUMOUR_RADIUS_MM = (12.0, 16.5, 22.0)     # median equivalent radius; log-normal spread below
+RADIUS_LOG_SD = 0.22
+IRREGULARITY = (0.03, 0.08, 0.14)         # margin lobulation amplitude (fraction of radius)
+IRREGULARITY_SD = 0.03
+CT_DELTA_HU = (-5.0, -14.0, -24.0)        # tumour minus liver attenuation (portal-venous washout)
+CT_DELTA_SD_HU = 6.5
+HETEROGENEITY_HU = (5.0, 10.0, 16.0)      # standard deviation of the correlated intratumoural texture
+HETEROGENEITY_SD_HU = 3.0
+NECROSIS_PROBABILITY = (0.05, 0.25, 0.55)
 FDG_TO_LIVER = (1.1, 2.0, 3.6)            # median tumour-to-liver SUV ratio
 ACT_TO_LIVER = (3.0, 1.9, 1.05)
 PATIENT_UPTAKE_LOG_SD = 0.16              # shared by all tumours of a patient
@@ -73,6 +83,7 @@ class Tumour:
     rim_hu: float               # enhancing pseudo-capsule (0 = none)
     fdg_ratio: float            # tumour-to-liver SUV ratio
     act_ratio: float
+    differentiation: float = 1.5  # latent continuous grade of this nodule (0-3), see GRADE_CENTRES
 
     @property
     def reach(self) -> float:
@@ -107,6 +118,7 @@ class Anatomy:
     viscera_waves: np.ndarray               # (k, 3) texture separating bowel from visceral fat
     viscera_phases: np.ndarray              # (k, 2)
     tumours: tuple[Tumour, ...]
+    differentiation: float = 1.5            # the patient's latent continuous grade (0-3)
 
     @property
     def cavity_axes(self) -> tuple[float, float]:
@@ -139,8 +151,30 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
+def grade_property(table: tuple[float, float, float], differentiation: float) -> float:
+    """A property given at the grade centres (d = 0.5, 1.5, 2.5), piecewise linear in d, extrapolated."""
+    d = float(differentiation)
+    low = 0 if d < GRADE_CENTRES[1] else 1
+    slope = (table[low + 1] - table[low]) / (GRADE_CENTRES[low + 1] - GRADE_CENTRES[low])
+    return float(table[low] + slope * (d - GRADE_CENTRES[low]))
+
+
+def latent_differentiation(rng: np.random.Generator, recorded_grade: int) -> float:
+    """The patient's continuous differentiation given the grade the pathologist recorded: anywhere in that
+    grade's interval [g, g + 1), plus the reading error (READING_SD), so a case near a boundary may truly
+    belong to the next grade."""
+    d = recorded_grade + rng.uniform(0.0, 1.0) + rng.normal(0.0, READING_SD)
+    return float(np.clip(d, *DIFFERENTIATION_RANGE))
+
+
+def true_grade(differentiation: float) -> int:
+    """The grade a perfect reading would give: the interval of the latent differentiation."""
+    return int(np.clip(np.floor(differentiation), 0, 2))
+
+
 def sample_anatomy(rng: np.random.Generator, grade: int) -> Anatomy:
-    """Draw the organs of one patient, then place 1-4 tumours of the given grade inside the liver."""
+    """Draw the organs of one patient, its latent differentiation given the recorded `grade`, then place 1-4
+    tumours inside the liver whose phenotypes follow that differentiation."""
     ax, ay = rng.uniform(128, 148), rng.uniform(92, 110)
     fat, wall = rng.uniform(8, 24), rng.uniform(8, 12)
     cav_x, cav_y = ax - fat - wall, ay - fat - wall
@@ -170,7 +204,9 @@ def sample_anatomy(rng: np.random.Generator, grade: int) -> Anatomy:
         liver_wave_amps=rng.uniform(0.02, 0.04, 2),
         viscera_waves=_random_waves(rng, 3, (35, 70)), viscera_phases=rng.uniform(0, 2 * np.pi, (3, 2)),
         tumours=())
-    return dataclasses.replace(anatomy, tumours=_sample_tumours(rng, anatomy, grade))
+    differentiation = latent_differentiation(rng, grade)
+    return dataclasses.replace(anatomy, differentiation=differentiation,
+                               tumours=_sample_tumours(rng, anatomy, differentiation))
 
 
 def _liver_rho(anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -221,7 +257,7 @@ def _clearance(anatomy: Anatomy, points: np.ndarray) -> np.ndarray:
     return np.minimum.reduce([_liver_depth(anatomy, points), cavity, spine, aorta, *organs])
 
 
-def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, grade: int) -> tuple[Tumour, ...]:
+def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, differentiation: float) -> tuple[Tumour, ...]:
     count = int(rng.choice(len(TUMOUR_COUNT_P), p=TUMOUR_COUNT_P)) + 1
     # A patient-level uptake offset makes the nodules of one liver alike, as in multifocal HCC.
     fdg_patient, act_patient = rng.normal(0.0, PATIENT_UPTAKE_LOG_SD, 2)
@@ -231,21 +267,27 @@ def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, grade: int) -> t
     clearance = _clearance(anatomy, candidates)
     tumours: list[Tumour] = []
     for index in range(count):
-        radius = float(np.clip(TUMOUR_RADIUS_MM[grade] * np.exp(rng.normal(0, RADIUS_LOG_SD)),
+        d = float(np.clip(differentiation + rng.normal(0.0, NODULE_DIFFERENTIATION_SD), *DIFFERENTIATION_RANGE))
+        log_radius = grade_property(tuple(np.log(TUMOUR_RADIUS_MM)), d)
+        radius = float(np.clip(np.exp(log_radius + rng.normal(0, RADIUS_LOG_SD)),
                                MIN_TUMOUR_RADIUS_MM, MAX_TUMOUR_RADIUS_MM))
-        irregularity = float(np.clip(rng.normal(IRREGULARITY[grade], IRREGULARITY_SD), 0.0, 0.25))
+        irregularity = float(np.clip(rng.normal(grade_property(IRREGULARITY, d), IRREGULARITY_SD), 0.0, 0.25))
         stretch = rng.uniform(0.8, 1.2, 3)
         stretch /= np.cbrt(stretch.prod())
-        necrotic = rng.random() < NECROSIS_PROBABILITY[grade]
+        necrotic = rng.random() < np.clip(grade_property(NECROSIS_PROBABILITY, d), 0.0, 1.0)
+        heterogeneity = rng.normal(grade_property(HETEROGENEITY_HU, d), HETEROGENEITY_SD_HU)
         phenotype = dict(
             rotation=_random_rotation(rng), lobe_waves=_random_waves(rng, 3, (12, 30)),
             lobe_phases=rng.uniform(0, 2 * np.pi, 3), irregularity=irregularity,
             necrosis_fraction=float(rng.uniform(0.3, 0.55)) if necrotic else 0.0,
-            ct_delta_hu=float(rng.normal(CT_DELTA_HU[grade], CT_DELTA_SD_HU)),
-            heterogeneity_hu=float(np.clip(rng.normal(HETEROGENEITY_HU[grade], HETEROGENEITY_SD_HU), 2, 25)),
+            ct_delta_hu=float(rng.normal(grade_property(CT_DELTA_HU, d), CT_DELTA_SD_HU)),
+            heterogeneity_hu=float(np.clip(heterogeneity, 2, 25)),
             rim_hu=float(rng.uniform(8, 25)) if rng.random() < 0.5 else 0.0,
-            fdg_ratio=float(FDG_TO_LIVER[grade] * np.exp(fdg_patient + rng.normal(0, TUMOUR_UPTAKE_LOG_SD))),
-            act_ratio=float(ACT_TO_LIVER[grade] * np.exp(act_patient + rng.normal(0, TUMOUR_UPTAKE_LOG_SD))))
+            fdg_ratio=float(np.exp(grade_property(tuple(np.log(FDG_TO_LIVER)), d)
+                                   + fdg_patient + rng.normal(0, TUMOUR_UPTAKE_LOG_SD))),
+            act_ratio=float(np.exp(grade_property(tuple(np.log(ACT_TO_LIVER)), d)
+                                   + act_patient + rng.normal(0, TUMOUR_UPTAKE_LOG_SD))),
+            differentiation=d)
         # Shrink the nodule until it fits somewhere with a margin of liver all around.
         for _ in range(8):
             axes = radius * stretch

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from ..io import from_numpy
-from .anatomy import N_TISSUES, Anatomy, Tissue, sample_anatomy
+from .anatomy import N_TISSUES, Anatomy, Tissue, sample_anatomy, true_grade
 from .grids import SIZES, Grid, sample_grids, sample_placement, supersampled
 from .paint import TumourPart, bounding_box, paint_tissues
 
@@ -55,6 +55,7 @@ class TumourTruth:
     suv_fdg: float            # true (unblurred) uptake of viable tumour
     suv_act: float
     necrotic: bool
+    differentiation: float    # latent continuous grade of the nodule (0-3)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,15 @@ class SyntheticCase:
     pet_fdg: sitk.Image
     pet_act: sitk.Image
     mask: sitk.Image
-    label: int
+    label: int                # the recorded grade (a noisy reading of `differentiation`)
     n_tumours: int
     tumours: tuple[TumourTruth, ...] = ()
+    differentiation: float = 1.5  # the patient's latent continuous grade (0-3)
+
+    @property
+    def true_label(self) -> int:
+        """The grade a perfect reading of the latent differentiation would give."""
+        return true_grade(self.differentiation)
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma_vox) -> np.ndarray:
@@ -209,7 +216,10 @@ def patient_anatomy(patient_seed: int, label: int) -> Anatomy:
 
 
 def generate_case(seed: int, label: int, size: str = "small", patient_seed: int | None = None) -> SyntheticCase:
-    """Generate one case of grade `label` (0 well, 1 moderate, 2 poor), deterministically from `seed`.
+    """Generate one case recorded as grade `label` (0 well, 1 moderate, 2 poor), deterministically from `seed`.
+
+    The recorded grade is a noisy reading of the patient's latent differentiation, which drives every imaging
+    property (see `anatomy.latent_differentiation`); `case.true_label` is the grade without reading error.
 
     Scans with the same `patient_seed` show the same patient (organs, tumours, uptake) in another session:
     other placement, breath hold, contrast, noise. Without it the patient is drawn from `seed`.
@@ -239,9 +249,9 @@ def generate_case(seed: int, label: int, size: str = "small", patient_seed: int 
         TumourTruth(centre_lps=tuple(float(v) for v in placement.centre + direction @ (placement.flip * p.tumour.centre)),
                     radius_mm=float(np.cbrt(np.prod(p.tumour.axes))), voxels=int(p.inside.sum()),
                     suv_fdg=tumour_suv(liver_fdg, p.tumour.fdg_ratio), suv_act=tumour_suv(liver_act, p.tumour.act_ratio),
-                    necrotic=p.tumour.necrosis_fraction > 0)
+                    necrotic=p.tumour.necrosis_fraction > 0, differentiation=p.tumour.differentiation)
         for p in parts if p.inside.any())
     return SyntheticCase(
         ct=from_numpy(ct, ct_grid.geometry), mask=from_numpy(mask, ct_grid.geometry),
         pet_fdg=from_numpy(fdg, pet_grid.geometry), pet_act=from_numpy(act, pet_grid.geometry),
-        label=int(label), n_tumours=len(truths), tumours=truths)
+        label=int(label), n_tumours=len(truths), tumours=truths, differentiation=anatomy.differentiation)

@@ -10,8 +10,11 @@ import SimpleITK as sitk
 
 from .case import SyntheticCase
 
-CT_FEATURES = ("hu_mean", "hu_std", "hu_p10", "hu_p50", "hu_p90", "log_volume_ml")
-PET_FEATURES = ("suv_fdg_mean", "suv_act_mean")
+CT_FEATURES = ("hu_minus_liver", "hu_std", "p10_minus_liver", "p90_minus_liver", "log_volume_ml",
+               "low_attenuation_fraction", "surface_to_volume", "local_texture_hu")
+#: Necrosis shows as tumour voxels this far below the liver's median attenuation.
+LOW_ATTENUATION_HU = 30.0
+PET_FEATURES = ("suv_fdg_mean", "suv_act_mean", "fdg_to_liver", "act_to_liver")
 
 
 def pet_on_ct(pet: sitk.Image, ct: sitk.Image) -> np.ndarray:
@@ -19,19 +22,45 @@ def pet_on_ct(pet: sitk.Image, ct: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.Resample(pet, ct, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
 
 
+def _surface_to_volume(tumour: np.ndarray) -> float:
+    """Boundary voxels over volume^(2/3): larger for lobulated margins than for a smooth ellipsoid."""
+    from scipy import ndimage
+
+    boundary = tumour & ~ndimage.binary_erosion(tumour)
+    return float(boundary.sum() / max(tumour.sum(), 1) ** (2 / 3))
+
+
+def _local_texture(hu: np.ndarray, tumour: np.ndarray) -> float:
+    """Median absolute difference between a voxel and the mean of its 3^3 neighbourhood, inside the tumour."""
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(hu.astype(np.float32), 3)
+    return float(np.median(np.abs(hu - smooth)[tumour]))
+
+
 def tumour_features(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray]:
-    """(CT features, PET features) of all tumour voxels of a case; see CT_FEATURES and PET_FEATURES."""
-    tumour = sitk.GetArrayViewFromImage(case.mask) == 2
-    hu = sitk.GetArrayViewFromImage(case.ct)[tumour]
+    """(CT features, PET features) of all tumour voxels of a case; see CT_FEATURES and PET_FEATURES.
+
+    CT attenuations are taken relative to the liver's median (contrast timing varies between scans).
+    """
+    mask = sitk.GetArrayViewFromImage(case.mask)
+    tumour = mask == 2
+    volume = sitk.GetArrayViewFromImage(case.ct)
+    hu = volume[tumour]
+    liver = float(np.median(volume[mask == 1]))
     voxel_ml = float(np.prod(case.ct.GetSpacing())) / 1000.0
-    p10, p50, p90 = np.percentile(hu, [10, 50, 90])
-    ct = np.array([hu.mean(), hu.std(), p10, p50, p90, np.log(tumour.sum() * voxel_ml)])
+    p10, p90 = np.percentile(hu, [10, 90])
+    ct = np.array([hu.mean() - liver, hu.std(), p10 - liver, p90 - liver, np.log(tumour.sum() * voxel_ml),
+                   float(np.mean(hu < liver - LOW_ATTENUATION_HU)), _surface_to_volume(tumour),
+                   _local_texture(volume, tumour)])
     # Resample PET onto the tumours' bounding box of the CT grid only (a cropped sitk image keeps its
     # physical placement): the same values as a whole-grid resampling, at a fraction of the cost.
     lo, hi = np.argwhere(tumour).min(axis=0), np.argwhere(tumour).max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     reference = case.ct[box[2], box[1], box[0]]
-    pet = np.array([pet_on_ct(image, reference)[tumour[box]].mean() for image in (case.pet_fdg, case.pet_act)])
+    uptake = [float(pet_on_ct(image, reference)[tumour[box]].mean()) for image in (case.pet_fdg, case.pet_act)]
+    liver_uptake = [float(np.median(pet_on_ct(image, case.ct)[mask == 1])) for image in (case.pet_fdg, case.pet_act)]
+    pet = np.array([*uptake, *(u / max(v, 1e-3) for u, v in zip(uptake, liver_uptake))])
     return ct, pet
 
 
