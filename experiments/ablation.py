@@ -1,12 +1,16 @@
-"""Ablation on the synthetic cohort with the project's own commands (3 folds), written to a markdown table.
+"""Ablation on the synthetic cohort with the project's own commands (patient-grouped folds x training seeds),
+written to a markdown table.
 
 Rows: SF teacher, dose teacher, CT-only student without KD, + logit KD, + RGD, full (both teachers, RGD,
-modality dropout, PET channels available in training). Each is trained per fold and evaluated on that fold's
-validation cases (`reactkd evaluate --fold I`), CT only for students and the dose teacher, PET/CT for the SF
-teacher. Also: macro AUC per simulated dose, and the share of Grad-CAM mass inside the tumour with and
-without RGD.
+modality dropout, PET channels available in training), and the head ablation (the no-KD student with the
+paper's global head). Each is trained per fold and seed (the seed also draws the folds) and evaluated on that
+fold's held-out test part (`reactkd evaluate --fold I`; the epoch was chosen on an inner split of the
+training part), CT only for students and the dose teacher, PET/CT for the SF teacher. Also: macro AUC per
+simulated dose, the share of Grad-CAM mass inside tumour + 5 mm ring on the test cases, and paired bootstrap
+differences of every student row against the no-KD student on the same cases.
 
-    python experiments/ablation.py --out build/ablation --cases 48 --config REACTKD/reactkd/configs/ablation.yaml
+    python experiments/ablation.py --out build/ablation --cases 240 --config REACTKD/reactkd/configs/demo.yaml \
+        --seeds 0 1
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import yaml
+from compare_models import probabilities
 
 from reactkd.cli import main as cli
+from reactkd.evaluation.metrics import attention_share, paired_macro_auc_difference
 from reactkd.inference import Classifier
 from reactkd.io import read_image
 from reactkd.manifest import read_manifest
 from reactkd.training.folds import split_fold
 
+BASELINE = "student, CT only, no KD"
 STUDENTS = {  # name -> config overrides
-    "student, CT only, no KD": {"alpha": 0.0, "lambda_graph": 0.0, "student": {"in_channels": 1}},
+    BASELINE: {"alpha": 0.0, "lambda_graph": 0.0, "student": {"in_channels": 1}},
     "+ logit KD": {"alpha": 0.7, "lambda_graph": 0.0, "student": {"in_channels": 1}},
     "+ RGD": {"alpha": 0.7, "lambda_graph": 1.0, "student": {"in_channels": 1}},
-    "full (PET channels + modality dropout)": {"alpha": 0.7, "lambda_graph": 1.0},
+    "full (PET channels + modality dropout)": {"alpha": 0.7, "lambda_graph": 1.0, "student": {"in_channels": 3}},
+    "no KD, global head": {"alpha": 0.0, "lambda_graph": 0.0, "head": "global", "student": {"in_channels": 1}},
 }
+CAM_CASES = 12  # test cases per fold whose Grad-CAM share is measured (classify costs about 0.3 s each)
 
 
 def run(args: list[str]) -> None:
@@ -47,26 +56,38 @@ def write_config(base: dict, overrides: dict, path: Path) -> Path:
     return path
 
 
-def gradcam_share_in_tumour(model_dir: Path, records) -> float:
+def gradcam_share(model_dir: Path, records) -> float:
+    """Mean share of the Grad-CAM mass inside tumour + 5 mm ring (CT only)."""
     classifier = Classifier(model_dir, device="cpu")
     shares = []
     for record in records:
         ct, mask = read_image(record.ct), read_image(record.mask)
         cam = sitk.GetArrayFromImage(classifier.classify(ct, mask).attention_gradcam)  # a copy: the result is temporary
-        tumour = sitk.GetArrayViewFromImage(mask) == 2
-        shares.append(float(cam[tumour].sum() / max(cam.sum(), 1e-12)))
+        share = attention_share(cam, sitk.GetArrayViewFromImage(mask), ct.GetSpacing()[::-1])
+        shares.append(0.0 if share is None else share)
     return float(np.mean(shares))
+
+
+def test_probabilities(model_dir: Path, manifest: Path, fold: int, folds: int, seed: int):
+    """(case ids, labels, probabilities) of a CT model on the fold's test part, for paired differences."""
+    records = read_manifest(manifest)
+    _, test = split_fold(records, fold, folds, seed=seed)
+    subset = [records[i] for i in test]
+    keep, labels, probs, _ = probabilities(model_dir, subset, "ct", manifest.resolve().parent / ".reactkd-cache")
+    return [subset[i].case_id for i in keep], labels, probs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("build/ablation"))
-    parser.add_argument("--cases", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--config", type=Path, default=Path("REACTKD/reactkd/configs/ablation.yaml"))
+    parser.add_argument("--cases", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=7, help="cohort seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training (and fold) seeds")
+    parser.add_argument("--config", type=Path, default=Path("REACTKD/reactkd/configs/demo.yaml"))
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these folds (e.g. 0)")
+    parser.add_argument("--rows", nargs="*", help="student rows to run (default: all)")
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
     args = parser.parse_args()
     out = args.out
@@ -78,40 +99,69 @@ def main() -> None:
         run(["synth", "--out", str(out / "cohort"), "--cases", str(args.cases), "--seed", str(args.seed)])
     base = yaml.safe_load(args.config.read_text())
     records = read_manifest(manifest)
-    results: dict[str, list[dict]] = {}
+    results: dict = {"rows": {}, "paired": {}}
+    students = {name: o for name, o in STUDENTS.items() if not args.rows or name in args.rows or name == BASELINE}
     start = time.time()
-    for fold in args.only_folds if args.only_folds else range(args.folds):
-        folder = out / f"fold{fold}"
-        common = ["--manifest", str(manifest), "--fold", str(fold), "--folds", str(args.folds), "--device", args.device,
-                  "--progress", "none"]
-        models = {"SF teacher (PET/CT)": ("teacher-sf", folder / "teacher-sf", {}),
-                  "dose teacher (CT)": ("teacher-dose", folder / "teacher-dose", {})}
-        for name, overrides in STUDENTS.items():
-            models[name] = ("student", folder / name.split(",")[0].replace(" ", "_").replace("+", "plus")
-                            .replace("(", "").replace(")", ""), overrides)
-        for name, (stage, model_dir, overrides) in models.items():
-            folder.mkdir(parents=True, exist_ok=True)
-            config = write_config(base, overrides, folder / f"{model_dir.name}.yaml")
-            if not (model_dir / "metadata.json").exists():
-                extra = []
-                if stage == "student":
-                    extra = ["--teacher-sf", str(folder / "teacher-sf"), "--teacher-dose", str(folder / "teacher-dose")]
-                run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), "--resume", *common,
-                     *extra])
-            eval_dir = model_dir / "evaluation"
-            if not (eval_dir / "metrics.json").exists():
-                modalities = "all" if stage == "teacher-sf" else "ct"
-                run(["evaluate", "--model", str(model_dir), "--out", str(eval_dir), "--modalities", modalities,
-                     "--doses", "1,0.5,0.25,0.1", *common])
-            metrics = json.loads((eval_dir / "metrics.json").read_text())
-            row = {"fold": fold, "overall": metrics["sections"]["overall"], "doses": metrics.get("doses", {})}
-            if name in ("+ logit KD", "+ RGD"):
-                _, val_idx = split_fold(records, fold, args.folds, seed=base.get("seed", 0))
-                row["gradcam_in_tumour"] = gradcam_share_in_tumour(model_dir, [records[i] for i in val_idx])
-            results.setdefault(name, []).append(row)
-            (out / "ablation.json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
-            print(f"[{time.time() - start:6.0f} s] fold {fold} {name}: macro AUC {row['overall']['auc_macro']}", flush=True)
+    for seed in args.seeds:
+        pooled: dict[str, dict] = {}
+        for fold in args.only_folds if args.only_folds else range(args.folds):
+            folder = out / f"seed{seed}" / f"fold{fold}"
+            common = ["--manifest", str(manifest), "--fold", str(fold), "--folds", str(args.folds),
+                      "--device", args.device, "--progress", "none"]
+            models = {"SF teacher (PET/CT)": ("teacher-sf", folder / "teacher-sf", {}),
+                      "dose teacher (CT)": ("teacher-dose", folder / "teacher-dose", {})}
+            for name, overrides in students.items():
+                models[name] = ("student", folder / name.split(",")[0].replace(" ", "_").replace("+", "plus")
+                                .replace("(", "").replace(")", ""), overrides)
+            for name, (stage, model_dir, overrides) in models.items():
+                folder.mkdir(parents=True, exist_ok=True)
+                config = write_config(base, {**overrides, "seed": seed}, folder / f"{model_dir.name}.yaml")
+                if not (model_dir / "metadata.json").exists():
+                    extra = []
+                    if stage == "student":
+                        extra = ["--teacher-sf", str(folder / "teacher-sf"), "--teacher-dose", str(folder / "teacher-dose")]
+                    epochs = {"teacher-sf": 8, "teacher-dose": 6}.get(stage)  # as `make train-demo`
+                    run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), "--resume",
+                         *common, *extra, *(["--epochs", str(epochs)] if epochs else [])])
+                eval_dir = model_dir / "evaluation"
+                if not (eval_dir / "metrics.json").exists():
+                    modalities = "all" if stage == "teacher-sf" else "ct"
+                    run(["evaluate", "--model", str(model_dir), "--out", str(eval_dir), "--modalities", modalities,
+                         "--doses", "1,0.25", *common])
+                metrics = json.loads((eval_dir / "metrics.json").read_text())
+                row = {"seed": seed, "fold": fold, "overall": metrics["sections"]["overall"],
+                       "doses": metrics.get("doses", {})}
+                if stage != "teacher-sf":
+                    _, test_idx = split_fold(records, fold, args.folds, seed=seed)
+                    row["gradcam_in_tumour_ring"] = gradcam_share(model_dir, [records[i] for i in test_idx[:CAM_CASES]])
+                    ids, labels, probs = test_probabilities(model_dir, manifest, fold, args.folds, seed)
+                    part = pooled.setdefault(name, {"ids": [], "labels": [], "probs": []})
+                    part["ids"] += ids
+                    part["labels"].append(labels)
+                    part["probs"].append(probs)
+                results["rows"].setdefault(name, []).append(row)
+                (out / "ablation.json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
+                print(f"[{time.time() - start:6.0f} s] seed {seed} fold {fold} {name}: macro AUC "
+                      f"{row['overall']['auc_macro']}", flush=True)
+        results["paired"][str(seed)] = paired_rows(pooled)
+        (out / "ablation.json").write_text(json.dumps(results, indent=1))
     print(table(results, args))
+
+
+def paired_rows(pooled: dict) -> dict:
+    """Each row minus the no-KD student on the same pooled test cases: macro AUC difference, bootstrap CI."""
+    if BASELINE not in pooled:
+        return {}
+    order = np.argsort(pooled[BASELINE]["ids"])
+    labels = np.concatenate(pooled[BASELINE]["labels"])[order]
+    reference = np.concatenate(pooled[BASELINE]["probs"])[order]
+    paired = {}
+    for name, part in pooled.items():
+        if name == BASELINE or sorted(part["ids"]) != sorted(pooled[BASELINE]["ids"]):
+            continue
+        probs = np.concatenate(part["probs"])[np.argsort(part["ids"])]
+        paired[name] = paired_macro_auc_difference(labels, reference, probs, 2000)
+    return paired
 
 
 def _mean_sd(values) -> str:
@@ -122,28 +172,40 @@ def _mean_sd(values) -> str:
 
 
 def table(results: dict, args) -> str:
-    lines = [f"{args.folds}-fold cross-validation (folds run: {args.only_folds or 'all'}) on {args.cases} synthetic cases (seed {args.seed}), config `{args.config}`; "
-             "mean ± SD over folds; per-fold 95% bootstrap CIs in ablation.json.", "",
-             "| model | macro AUC | accuracy | macro F1 | AUC dose 1 | 0.5 | 0.25 | 0.1 | Grad-CAM in tumour |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, rows in results.items():
-        overall = [r["overall"] for r in rows]
-        doses = [_mean_sd([r["doses"].get(d, {}).get("auc_macro") for r in rows]) for d in ("1", "0.5", "0.25", "0.1")]
-        cam = _mean_sd([r.get("gradcam_in_tumour") for r in rows]) if "gradcam_in_tumour" in rows[0] else ""
+    rows = results["rows"]
+    lines = [f"{args.folds}-fold patient-grouped cross-validation (folds run: {args.only_folds or 'all'}), training "
+             f"seeds {args.seeds}, {args.cases} synthetic cases (cohort seed {args.seed}), config `{args.config}`; "
+             "mean ± SD over the (seed, fold) runs on their held-out test parts; per-run 95 % bootstrap CIs below.",
+             "", "| model | macro AUC | accuracy | macro F1 | ECE | AUC dose 1 | 0.25 | Grad-CAM in tumour + ring |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in rows.items():
+        overall = [r["overall"] for r in runs]
+        doses = [_mean_sd([r["doses"].get(d, {}).get("auc_macro") for r in runs]) for d in ("1", "0.25")]
+        cam = _mean_sd([r.get("gradcam_in_tumour_ring") for r in runs])
         lines.append(f"| {name} | {_mean_sd([o['auc_macro'] for o in overall])} | "
                      f"{_mean_sd([o['accuracy'] for o in overall])} | {_mean_sd([o['f1_macro'] for o in overall])} | "
-                     + " | ".join(doses) + f" | {cam} |")
-    folds = sorted({r["fold"] for rows in results.values() for r in rows})
-    lines += ["", "Per fold: macro AUC [95% bootstrap CI] on the fold's validation cases.", "",
-              "| model | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---|" * len(folds)]
-    for name, rows in results.items():
-        by_fold = {r["fold"]: r["overall"] for r in rows}
+                     f"{_mean_sd([o['ece'] for o in overall])} | " + " | ".join(doses) + f" | {cam} |")
+    keys = sorted({(r["seed"], r["fold"]) for runs in rows.values() for r in runs})
+    lines += ["", "Per run: macro AUC [95 % bootstrap CI] on the fold's test part.", "",
+              "| model | " + " | ".join(f"seed {s} fold {f}" for s, f in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, runs in rows.items():
+        by_key = {(r["seed"], r["fold"]): r["overall"] for r in runs}
         cells = []
-        for f in folds:
-            o = by_fold.get(f)
+        for key in keys:
+            o = by_key.get(key)
             ci = (o or {}).get("ci95", {}).get("auc_macro")
             cells.append("-" if o is None else f"{o['auc_macro']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for seed, paired in results.get("paired", {}).items():
+        if not paired:
+            continue
+        lines += ["", f"Seed {seed}: each row minus the CT-only no-KD student, macro AUC on the same pooled test "
+                  "cases (paired bootstrap, 2000 resamples).", "",
+                  "| row | its AUC | no-KD AUC | difference [95 % CI] | share of resamples not better | cases |",
+                  "|---|---|---|---|---|---|"]
+        for name, d in paired.items():
+            lines.append(f"| {name} | {d['auc_macro_b']:.3f} | {d['auc_macro_a']:.3f} | {d['difference']:+.3f} "
+                         f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_b_not_better']:.3f} | {d['n_cases']} |")
     return "\n".join(lines)
 
 

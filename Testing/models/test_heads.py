@@ -8,7 +8,15 @@ from reactkd.errors import ConfigError
 from reactkd.graph import build_regions, head_region_labels
 from reactkd.graph.pooling import node_features, soft_region_masks
 from reactkd.models import build_model
-from reactkd.models.heads import RegionHead, region_kind_index, size_descriptors
+from reactkd.models.heads import (
+    CONTRAST_UNIT,
+    N_INTENSITY_DESCRIPTORS,
+    LiverReference,
+    RegionHead,
+    intensity_descriptors,
+    region_kind_index,
+    size_descriptors,
+)
 from synthetic_images import regions_like
 
 GRID = (16, 32, 32)
@@ -45,15 +53,43 @@ def test_size_descriptors_read_the_tumour_burden():
 def test_region_head_pools_inside_each_region_kind():
     """The pooled vector holds the masked mean of each scale inside tumour, ring and liver (graph pooling)."""
     torch.manual_seed(0)
-    head = RegionHead(channels=4, scale_channels=[2], n_classes=3)
+    head = RegionHead(channels=4, scale_channels=[2], n_classes=3, image_channels=2)
     deep, fine = torch.rand(2, 4, 2, 4, 4), torch.rand(2, 2, 8, 16, 16)
-    regions = regions_like(torch.zeros(2, 1, *GRID))
-    vector = head.pooled(deep, [fine], regions)
-    assert vector.shape == (2, head.in_features) == (2, 4 + 3 * (2 + 4) + 4)
+    images = torch.rand(2, 2, *GRID)
+    regions = regions_like(images)
+    vector, descriptors = head.pooled(deep, [fine], regions, images)
+    assert vector.shape[1] + descriptors.shape[1] == head.in_features == 4 + 3 * (2 + 4) + 4 + 2 * 5
     kinds = region_kind_index(regions)
+    torch.testing.assert_close(descriptors[:, :4], size_descriptors(regions))
+    torch.testing.assert_close(descriptors[:, 4:], intensity_descriptors(images, kinds))  # the head reads what
+    # the model's LiverReference gave it
     expected_fine = node_features(fine, soft_region_masks(kinds, 3, fine.shape[2:])).flatten(1)
     torch.testing.assert_close(vector[:, 4:4 + 6], expected_fine)
     torch.testing.assert_close(vector[:, :4], deep.mean(dim=(2, 3, 4)))
+
+
+def test_liver_reference_and_intensity_descriptors_read_contrast_spread_and_low_share():
+    regions = torch.ones(1, 4, 10, 10, dtype=torch.int16)
+    regions[0, 0, :, :] = 2                      # ring
+    regions[0, 1, :5, :] = 3                     # tumour: 50 voxels, half of them necrotic-dark
+    images = torch.full((1, 1, 4, 10, 10), 0.5)
+    images[0, 0, 0] = 0.5 + CONTRAST_UNIT        # ring one unit brighter than the liver
+    images[0, 0, 1, :5, :5] = 0.5 - 3 * CONTRAST_UNIT
+    images[0, 0, 1, :5, 5:] = 0.5
+    regions[0, 3, 9, :] = 0                      # outside the organ: bright, and ignored
+    images[0, 0, 3, 9, :] = 0.9
+    referenced = LiverReference()(images, regions)
+    assert torch.allclose(referenced[regions[:, None] == 1], torch.zeros(()), atol=1e-5)  # the liver reads 0
+    assert (referenced[regions[:, None] == 0] == 0).all()
+    assert LiverReference()(images, None) is images
+    described = intensity_descriptors(referenced, region_kind_index(regions))
+    assert described.shape == (1, N_INTENSITY_DESCRIPTORS)
+    tumour_minus_liver, ring_minus_liver, tumour_spread, liver_spread, low_share = described[0].tolist()
+    assert tumour_minus_liver == pytest.approx(-1.5, abs=1e-3) and ring_minus_liver == pytest.approx(1.0, abs=1e-3)
+    assert tumour_spread == pytest.approx(1.5, abs=1e-2) and liver_spread == pytest.approx(0.0, abs=0.01)
+    assert low_share == pytest.approx(0.5, abs=0.01)
+    no_tumour = intensity_descriptors(referenced, region_kind_index(torch.ones_like(regions)))
+    assert no_tumour[0, [0, 1, 2, 4]].abs().max() < 1e-2
 
 
 def test_a_change_inside_the_tumour_moves_the_region_head_more_than_the_global_one():

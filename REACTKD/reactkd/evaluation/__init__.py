@@ -10,6 +10,7 @@ from reactkd.evaluation.dca import (
     treat_none_net_benefit,
 )
 from reactkd.evaluation.metrics import (
+    attention_share,
     brier_score,
     classification_metrics,
     expected_calibration_error,
@@ -18,6 +19,7 @@ from reactkd.evaluation.metrics import (
 from reactkd.evaluation.report import write_evaluation_report
 
 __all__ = [
+    "attention_share",
     "brier_score",
     "classification_metrics",
     "decision_curves",

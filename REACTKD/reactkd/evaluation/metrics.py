@@ -265,3 +265,25 @@ def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b
     return {"auc_macro_a": point["a"], "auc_macro_b": point["b"], "difference": point["b"] - point["a"],
             "ci95": _percentile_ci(difference[valid]), "p_b_not_better": float(np.mean(difference[valid] <= 0)),
             "n_resamples": int(valid.sum()), "n_cases": int(n)}
+
+
+def attention_share(attention: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float],
+                    ring_mm: float = 5.0) -> float | None:
+    """Share of a non-negative attention map's mass inside the tumour (mask label 2) and the ring of
+    liver-or-anything within ``ring_mm`` of it; None when the map is all zero. Arrays are (z, y, x) on one
+    grid with the given spacing."""
+    from scipy import ndimage
+
+    attention = np.asarray(attention, dtype=np.float64)
+    tumour = np.asarray(mask) == 2
+    if attention.shape != tumour.shape:
+        raise ValueError(f"attention {attention.shape} and mask {tumour.shape} must share a grid")
+    total = float(attention.sum())
+    if not tumour.any() or total <= 0:
+        return None
+    # Only a box around the tumours can lie within the ring: a full-size CT's distance map takes seconds.
+    grow = np.ceil(ring_mm / np.asarray(spacing_zyx, dtype=float)).astype(int) + 1
+    found = np.argwhere(tumour)
+    box = tuple(slice(max(int(lo) - g, 0), int(hi) + g + 1) for lo, hi, g in zip(found.min(0), found.max(0), grow))
+    distance = ndimage.distance_transform_edt(~tumour[box], sampling=spacing_zyx)
+    return float(attention[box][distance <= ring_mm].sum() / total)

@@ -115,12 +115,10 @@ class Classifier:
         """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
         removes, so building one per call would pile them up."""
         if self._cam is None:
-            from monai.visualize import GradCAM
-
-            from ..models import GradCamAdapter
+            from ..models.gradcam import GradCamAdapter, grad_cam
 
             adapter = GradCamAdapter(self.model, backward_from_cam_layer=True)
-            self._cam = adapter, GradCAM(nn_module=adapter, target_layers=adapter.cam_layer)
+            self._cam = adapter, grad_cam(adapter)
         return self._cam
 
     def _infer(self, case: PreprocessedCase, regions: RegionSet, timings: dict[str, float]) -> dict:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from reactkd import MODALITIES
+from reactkd.models.heads import LiverReference
 
 
 @dataclass
@@ -72,7 +73,10 @@ class ReactKDModel(nn.Module):
 
     architecture: str = ""
     input_modalities: tuple[str, ...] = ()
-    cam_layer: str = ""
+    #: The layer Grad-CAM explains: the liver-referenced input (``heads.LiverReference``, see
+    #: ``models.gradcam``), so the map covers everything the decision reads, the region head's intensity
+    #: descriptors included, at the input's resolution.
+    cam_layer: str = "input_layer"
 
     def __init__(self, n_classes: int) -> None:
         super().__init__()
@@ -80,6 +84,8 @@ class ReactKDModel(nn.Module):
             raise ValueError(f"n_classes must be at least 2, got {n_classes}")
         self.n_classes = n_classes
         self.config: dict[str, Any] = {}
+        # The input relative to the liver (no parameters): what the network reads and what Grad-CAM explains.
+        self.input_layer = LiverReference()
 
     def teacher_available(self, available: torch.Tensor) -> torch.Tensor:
         """(B,) bool: whether this model's output for a sample is meaningful as a distillation target.

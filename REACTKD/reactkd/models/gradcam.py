@@ -25,7 +25,7 @@ class GradCamAdapter(nn.Module):
     ``available`` given at construction is (B, 3) or (3,) bool (broadcast over the batch); a call may
     override it with the ``available`` keyword, which ``GradCAM.__call__`` forwards; ``region_labels`` (the
     region head's input) likewise. Use
-    ``GradCAM(adapter, target_layers=adapter.cam_layer)``.
+    ``grad_cam(adapter)`` (MONAI's GradCAM without its flipping post-processing).
 
     ``backward_from_cam_layer=True`` (for inference with frozen weights) cuts the graph at the explained
     layer's input: the map is unchanged, the backward pass costs a few small layers instead of the whole
@@ -65,5 +65,35 @@ class GradCamAdapter(nn.Module):
         if flags.ndim == 1:
             flags = flags.expand(images.shape[0], -1)
         regions = self.region_labels if region_labels is None else region_labels
+        if torch.is_grad_enabled() and not images.requires_grad:
+            # The explained layer (the liver-referenced input) has no weights before it: without this its
+            # output would need no grad and Grad-CAM's hooks would record nothing.
+            images = images.detach().requires_grad_(True)
         self.last_output = self.model(images, flags, regions)
         return self.last_output.logits
+
+
+def _keep_orientation(cam: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM post-processing that keeps high evidence high (callers scale to [0, 1] themselves)."""
+    return cam
+
+
+def grad_cam(adapter: GradCamAdapter):
+    """HiResCAM (Draelos & Carin, 2020) on the adapter's explained layer, built on MONAI's ``GradCAM`` (its
+    hooks, upsampling and class selection): ReLU(sum over channels of gradient x activation).
+
+    Grad-CAM proper averages each channel's gradient over space first, which is exact only for a head that
+    averages the whole map; the region head pools inside tumour, ring and liver, so the spatial average smears
+    the evidence over the crop (0.000 of the map's mass in tumour + ring on the demo case, 2026-11-27). The
+    element-wise product keeps it where the head read it. MONAI's default post-processing maps (min, max) to
+    (1, 0), flipping the map; it is replaced by the identity (callers scale to [0, 1]).
+    """
+    from monai.visualize import GradCAM
+
+    class HiResCAM(GradCAM):
+        def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):
+            _, activations, gradients = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+            evidence = (activations[layer_idx] * gradients[layer_idx]).sum(1, keepdim=True)
+            return torch.relu(evidence)
+
+    return HiResCAM(nn_module=adapter, target_layers=adapter.cam_layer, postprocessing=_keep_orientation)

@@ -43,7 +43,6 @@ class Student(ReactKDModel):
     """
 
     architecture = "student"
-    cam_layer = "cbam"
 
     def __init__(
         self,
@@ -83,7 +82,7 @@ class Student(ReactKDModel):
         self.head_levels = tuple(level for level in REGION_HEAD_LEVELS if level < len(blocks_down)) \
             if head == "region" else ()
         self.head = build_head(head, channels, [init_filters * 2 ** level for level in self.head_levels],
-                               n_classes, dropout)
+                               n_classes, dropout, image_channels=in_channels)
         self.out_channels = channels
 
     def encode(self, images: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -106,9 +105,11 @@ class Student(ReactKDModel):
     def forward(self, images: torch.Tensor, available: torch.Tensor,
                 region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
+        images = self.input_layer(images, region_labels)
         deepest, scales = self.encode(images, available)
         features = self.cbam(deepest)
-        logits = self.head(features, scales, region_labels)
+        logits = self.head(features, scales, region_labels,
+                           mask_absent(images, available)[:, :len(self.input_modalities)])
         return ModelOutput(logits=logits, features=features, scales=tuple(scales))
 
     def attention_map(self) -> torch.Tensor:

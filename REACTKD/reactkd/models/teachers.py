@@ -132,7 +132,6 @@ class StructureFunctionTeacher(ReactKDModel):
 
     architecture = "sf_teacher"
     input_modalities = ("ct", "pet_fdg", "pet_act")
-    cam_layer = "fusion"
 
     def __init__(
         self,
@@ -167,7 +166,8 @@ class StructureFunctionTeacher(ReactKDModel):
         self.cbam = CBAM3D(encoder_channels, reduction=cbam_reduction)
         self.fusion = GatedBranchFusion(encoder_channels, out_channels, len(SF_BRANCHES))
         stride4 = self.encoders["fdg"].stride4_channels
-        self.head = build_head(head, out_channels, [stride4] * len(SF_BRANCHES), n_classes, dropout)
+        self.head = build_head(head, out_channels, [stride4] * len(SF_BRANCHES), n_classes, dropout,
+                               image_channels=1 + len(SF_BRANCHES))
         self.branch_names = tuple(SF_BRANCHES)
         self._last_branch_mask: torch.Tensor | None = None
 
@@ -183,7 +183,7 @@ class StructureFunctionTeacher(ReactKDModel):
     def forward(self, images: torch.Tensor, available: torch.Tensor,
                 region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
-        images = mask_absent(images, available)
+        images = mask_absent(self.input_layer(images, region_labels), available)
         mask = self.branch_mask(available)
         encoded = [
             self.encoders[name](images[:, [0, channel]]) for name, channel in SF_BRANCHES.items()
@@ -195,7 +195,7 @@ class StructureFunctionTeacher(ReactKDModel):
         scales = tuple(torch.where(mask[:, index, None, None, None, None], fine, zero.to(fine.dtype))
                        for index, (_, fine) in enumerate(encoded))
         self._last_branch_mask = mask
-        return ModelOutput(logits=self.head(features, scales, region_labels), features=features,
+        return ModelOutput(logits=self.head(features, scales, region_labels, images), features=features,
                            branch_available=mask, scales=scales)
 
     def attention_map(self) -> torch.Tensor:
@@ -214,7 +214,6 @@ class DoseAwareTeacher(ReactKDModel):
 
     architecture = "dose_teacher"
     input_modalities = ("ct",)
-    cam_layer = "cbam"
 
     def __init__(
         self,
@@ -241,15 +240,16 @@ class DoseAwareTeacher(ReactKDModel):
                                           drop_path_rate, use_checkpoint)
         self.cbam = CBAM3D(self.encoder.out_channels, reduction=cbam_reduction)
         self.head = build_head(head, self.encoder.out_channels, [self.encoder.stride4_channels], n_classes,
-                               dropout)
+                               dropout, image_channels=1)
 
     def forward(self, images: torch.Tensor, available: torch.Tensor,
                 region_labels: torch.Tensor | None = None) -> ModelOutput:
         check_inputs(images, available)
+        images = self.input_layer(images, region_labels)
         deepest, stride4 = self.encoder(images[:, :1])
         features = self.cbam(deepest)
-        return ModelOutput(logits=self.head(features, (stride4,), region_labels), features=features,
-                           scales=(stride4,))
+        return ModelOutput(logits=self.head(features, (stride4,), region_labels, images[:, :1]),
+                           features=features, scales=(stride4,))
 
     def attention_map(self) -> torch.Tensor:
         """(B, 1, d, h, w) CBAM spatial attention from the last forward."""

@@ -38,30 +38,39 @@ def _local_texture(hu: np.ndarray, tumour: np.ndarray) -> float:
     return float(np.median(np.abs(hu - smooth)[tumour]))
 
 
-def tumour_features(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray]:
-    """(CT features, PET features) of all tumour voxels of a case; see CT_FEATURES and PET_FEATURES.
-
-    CT attenuations are taken relative to the liver's median (contrast timing varies between scans).
-    """
-    mask = sitk.GetArrayViewFromImage(case.mask)
-    tumour = mask == 2
-    volume = sitk.GetArrayViewFromImage(case.ct)
+def ct_tumour_features(ct: sitk.Image, mask: sitk.Image) -> np.ndarray:
+    """CT_FEATURES of all tumour voxels (mask label 2); attenuations relative to the liver's median (label 1),
+    since contrast timing varies between scans."""
+    labels = sitk.GetArrayViewFromImage(mask)
+    tumour = labels == 2
+    volume = sitk.GetArrayViewFromImage(ct)
     hu = volume[tumour]
-    liver = float(np.median(volume[mask == 1]))
-    voxel_ml = float(np.prod(case.ct.GetSpacing())) / 1000.0
+    liver = float(np.median(volume[labels == 1]))
+    voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
     p10, p90 = np.percentile(hu, [10, 90])
-    ct = np.array([hu.mean() - liver, hu.std(), p10 - liver, p90 - liver, np.log(tumour.sum() * voxel_ml),
-                   float(np.mean(hu < liver - LOW_ATTENUATION_HU)), _surface_to_volume(tumour),
-                   _local_texture(volume, tumour)])
+    return np.array([hu.mean() - liver, hu.std(), p10 - liver, p90 - liver, np.log(tumour.sum() * voxel_ml),
+                     float(np.mean(hu < liver - LOW_ATTENUATION_HU)), _surface_to_volume(tumour),
+                     _local_texture(volume, tumour)])
+
+
+def pet_tumour_features(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image, pet_act: sitk.Image) -> np.ndarray:
+    """PET_FEATURES: mean SUV of each tracer in the tumour on the CT grid, and each over the liver's median."""
+    labels = sitk.GetArrayViewFromImage(mask)
+    tumour = labels == 2
     # Resample PET onto the tumours' bounding box of the CT grid only (a cropped sitk image keeps its
     # physical placement): the same values as a whole-grid resampling, at a fraction of the cost.
     lo, hi = np.argwhere(tumour).min(axis=0), np.argwhere(tumour).max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    reference = case.ct[box[2], box[1], box[0]]
-    uptake = [float(pet_on_ct(image, reference)[tumour[box]].mean()) for image in (case.pet_fdg, case.pet_act)]
-    liver_uptake = [float(np.median(pet_on_ct(image, case.ct)[mask == 1])) for image in (case.pet_fdg, case.pet_act)]
-    pet = np.array([*uptake, *(u / max(v, 1e-3) for u, v in zip(uptake, liver_uptake))])
-    return ct, pet
+    reference = ct[box[2], box[1], box[0]]
+    uptake = [float(pet_on_ct(image, reference)[tumour[box]].mean()) for image in (pet_fdg, pet_act)]
+    liver_uptake = [float(np.median(pet_on_ct(image, ct)[labels == 1])) for image in (pet_fdg, pet_act)]
+    return np.array([*uptake, *(u / max(v, 1e-3) for u, v in zip(uptake, liver_uptake))])
+
+
+def tumour_features(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray]:
+    """(CT features, PET features) of a synthetic case; see CT_FEATURES and PET_FEATURES."""
+    return (ct_tumour_features(case.ct, case.mask),
+            pet_tumour_features(case.ct, case.mask, case.pet_fdg, case.pet_act))
 
 
 def macro_auc(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
