@@ -257,3 +257,20 @@ def test_paired_macro_auc_difference():
         np.mean([roc_auc_score(y == c, noise[:, c]) for c in range(3)])
     assert better["difference"] == pytest.approx(expected)
     assert better["ci95"][0] > 0 and better["p_b_not_better"] < 0.01 and better["n_cases"] == 90
+
+
+def test_attention_share_counts_the_tumour_and_a_ring_of_the_given_width():
+    from reactkd.evaluation.metrics import attention_share
+
+    mask = np.ones((20, 20, 20), np.uint8)
+    mask[9:11, 9:11, 9:11] = 2                        # 2 mm spacing along x: the ring reaches 2 voxels in x
+    attention = np.zeros(mask.shape)
+    attention[10, 10, 10] = 3.0                       # in the tumour
+    attention[10, 10, 12] = 1.0                       # 2 voxels = 4 mm from the tumour along x: in the ring
+    attention[10, 10, 14] = 1.0                       # 8 mm away: outside
+    assert attention_share(attention, mask, (1.0, 1.0, 2.0), ring_mm=5.0) == pytest.approx(4 / 5)
+    assert attention_share(attention, mask, (1.0, 1.0, 2.0), ring_mm=0.0) == pytest.approx(3 / 5)
+    assert attention_share(np.zeros(mask.shape), mask, (1, 1, 1)) is None
+    assert attention_share(attention, np.ones_like(mask), (1, 1, 1)) is None   # no tumour
+    with pytest.raises(ValueError, match="share a grid"):
+        attention_share(attention[:-1], mask, (1, 1, 1))

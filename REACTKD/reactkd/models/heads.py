@@ -76,7 +76,7 @@ class LiverReference(nn.Module):
     """The organ relative to the liver: inside the liver, rings and tumours, each channel minus its mean over
     the liver parenchyma, in units of CONTRAST_UNIT (20 HU for CT in the default window); 0 (the liver's
     level) everywhere else. Radiologists read HCC attenuation and uptake against the liver, and grade has
-    nothing to do with fat or bone around it: with them in view, 60 % of the evidence map of a CT student lay
+    nothing to do with fat or bone around it: with them in view, 62 % of the evidence map of a CT student lay
     outside the organ (2026-11-27). The encoder and the region head's descriptors read this, and Grad-CAM
     explains this layer, so its map (gradient x value) is evidence against the parenchyma. Without region
     labels (global head) the input passes unchanged."""
@@ -164,7 +164,11 @@ class RegionHead(nn.Module):
         if n_intensity:
             if images is None or images.shape[2:] != kinds.shape[1:]:
                 raise ValueError("the region head needs the liver-referenced input on the grid of the region labels")
-            descriptors.append(intensity_descriptors(images, kinds)[:, :n_intensity])
+            described = intensity_descriptors(images, kinds)
+            if described.shape[1] != n_intensity:
+                raise ValueError(f"the head reads {n_intensity // N_INTENSITY_DESCRIPTORS} image channel(s), "
+                                 f"got {images.shape[1]}")
+            descriptors.append(described)
         return torch.cat(parts, dim=1), torch.cat(descriptors, dim=1)
 
     def forward(self, features: torch.Tensor, scales: Sequence[torch.Tensor] = (),

@@ -1,0 +1,34 @@
+"""`reactkd demo` prints the truth of its synthetic case beside the prediction, and where the model looked."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import SimpleITK as sitk
+
+from reactkd.inference.demo import truth_text
+from reactkd.synth import generate_case
+
+
+def _result(case, grade, cam):
+    image = sitk.GetImageFromArray(cam.astype(np.float32))
+    image.CopyInformation(case.ct)
+    return SimpleNamespace(probabilities={"well": 0.2, "moderate": 0.3, "poor": 0.5}, grade=grade,
+                           attention_gradcam=image)
+
+
+def test_truth_text_names_the_true_grade_the_verdict_and_the_attention_share():
+    case = generate_case(seed=3, label=2)
+    tumour = sitk.GetArrayFromImage(case.mask) == 2
+    names = ["well", "moderate", "poor"]
+    text = truth_text(case, _result(case, names[case.true_label], tumour.astype(float)))
+    assert f"true grade: {names[case.true_label]}" in text and "(right)" in text
+    assert f"latent differentiation {case.differentiation:.2f}" in text
+    assert "Grad-CAM mass inside the tumour + 5 mm ring: 1.00" in text
+    wrong = names[(case.true_label + 1) % 3]
+    assert "(wrong)" in truth_text(case, _result(case, wrong, np.ones(tumour.shape)))
+
+
+def test_truth_text_says_when_the_recorded_grade_is_a_misreading():
+    misread = next(c for c in (generate_case(seed=s, label=s % 3) for s in range(200)) if c.true_label != c.label)
+    text = truth_text(misread, _result(misread, "poor", np.zeros(sitk.GetArrayViewFromImage(misread.mask).shape)))
+    assert "recorded as" in text and "misreading" in text and "Grad-CAM" not in text
