@@ -1,8 +1,8 @@
 """Warm `classify` of a full-size CT with masks on the CPU, end to end, against a reference-style baseline.
 
 reactkd: Classifier.classify (preprocess: crop to the liver + resample to the model grid; one forward pass
-giving logits and CBAM attention, plus a backward pass from the explained layer only for Grad-CAM; region
-graph; both maps back onto the CT grid) + write_outputs(render=False) (the two NRRD maps, graph.json,
+giving logits and CBAM attention, plus one backward pass to the liver-referenced input for the Grad-CAM map
+(HiResCAM; no weight gradients); region graph; both maps back onto the CT grid) + write_outputs(render=False) (the two NRRD maps, graph.json,
 result.json). The optional overview.png + scene.mrb step (render_and_scene) is
 measured in its own configuration. Baseline (benchmarks/reference_pipeline.py): whole-volume resample to
 64 x 224 x 224, SegResNet with decoder into a 28.9 M parameter linear head, Grad-CAM, map back, write.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("preprocess", "forward_gradcam", "graph", "to_native")  # forward_gradcam: forward + Grad-CAM
-TARGET_MS = 2000.0
+TARGET_MS = 1500.0  # warm classify of a 512 x 512 x 150 CT, end to end (the CT-student issue)
 
 
 # ----------------------------------------------------------------------------- helpers shared with bench_scaling

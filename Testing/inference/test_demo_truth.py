@@ -32,3 +32,19 @@ def test_truth_text_says_when_the_recorded_grade_is_a_misreading():
     misread = next(c for c in (generate_case(seed=s, label=s % 3) for s in range(200)) if c.true_label != c.label)
     text = truth_text(misread, _result(misread, "poor", np.zeros(sitk.GetArrayViewFromImage(misread.mask).shape)))
     assert "recorded as" in text and "misreading" in text and "Grad-CAM" not in text
+
+
+def test_the_shipped_student_grades_the_demo_case_and_looks_at_its_tumour():
+    """The issue's acceptance check on `make demo`'s case: CT alone, right grade, and at least half of the
+    Grad-CAM mass inside the tumour + 5 mm ring."""
+    from reactkd.evaluation import attention_share
+    from reactkd.inference import Classifier
+    from reactkd.inference.demo import DEMO_GRADE, DEMO_SEED
+
+    case = generate_case(seed=DEMO_SEED, label=DEMO_GRADE, size="full")
+    result = Classifier(None, device="cpu").classify(case.ct, case.mask)
+    assert result.inputs == ["ct"]
+    assert result.grade == list(result.probabilities)[case.true_label]
+    share = attention_share(sitk.GetArrayViewFromImage(result.attention_gradcam),
+                            sitk.GetArrayViewFromImage(case.mask), case.ct.GetSpacing()[::-1])
+    assert share >= 0.5
