@@ -1,7 +1,8 @@
 """Synthetic dual-tracer (18F-FDG and 11C-acetate) PET/CT cohort with a known, graded HCC signal.
 
-CT carries a weak grade signal (tumour size, attenuation, heterogeneity, necrosis, margin), PET a strong one
-(FDG uptake rises, acetate uptake falls with grade). See docs/synthetic-cohort.md.
+A latent, continuous differentiation per patient drives CT (tumour size, attenuation, heterogeneity, necrosis,
+margin) and PET (FDG uptake rises, acetate uptake falls with grade); the recorded grade is a noisy reading of
+it. See docs/synthetic-cohort.md.
 """
 
 from .case import SyntheticCase, TumourTruth, generate_case
