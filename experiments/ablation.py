@@ -99,11 +99,12 @@ def main() -> None:
         run(["synth", "--out", str(out / "cohort"), "--cases", str(args.cases), "--seed", str(args.seed)])
     base = yaml.safe_load(args.config.read_text())
     records = read_manifest(manifest)
-    results: dict = {"rows": {}, "paired": {}}
+    # Runs of earlier invocations (other folds or seeds, possibly another session) are kept and pooled.
+    results: dict = json.loads((out / "ablation.json").read_text()) if (out / "ablation.json").exists() else {}
+    results.setdefault("rows", {})
     students = {name: o for name, o in STUDENTS.items() if not args.rows or name in args.rows or name == BASELINE}
     start = time.time()
     for seed in args.seeds:
-        pooled: dict[str, dict] = {}
         for fold in args.only_folds if args.only_folds else range(args.folds):
             folder = out / f"seed{seed}" / f"fold{fold}"
             common = ["--manifest", str(manifest), "--fold", str(fold), "--folds", str(args.folds),
@@ -135,21 +136,29 @@ def main() -> None:
                     _, test_idx = split_fold(records, fold, args.folds, seed=seed)
                     row["gradcam_in_tumour_ring"] = gradcam_share(model_dir, [records[i] for i in test_idx[:CAM_CASES]])
                     ids, labels, probs = test_probabilities(model_dir, manifest, fold, args.folds, seed)
-                    part = pooled.setdefault(name, {"ids": [], "labels": [], "probs": []})
-                    part["ids"] += ids
-                    part["labels"].append(labels)
-                    part["probs"].append(probs)
-                results["rows"].setdefault(name, []).append(row)
+                    row["test_cases"] = {"ids": ids, "labels": np.asarray(labels).tolist(),
+                                         "probs": np.round(probs, 6).tolist()}
+                runs = [r for r in results["rows"].get(name, []) if (r["seed"], r["fold"]) != (seed, fold)]
+                results["rows"][name] = [*runs, row]
                 (out / "ablation.json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
                 print(f"[{time.time() - start:6.0f} s] seed {seed} fold {fold} {name}: macro AUC "
                       f"{row['overall']['auc_macro']}", flush=True)
-        results["paired"][str(seed)] = paired_rows(pooled)
-        (out / "ablation.json").write_text(json.dumps(results, indent=1))
+    results["paired"] = {str(seed): paired_rows(results["rows"], seed)
+                         for seed in sorted({r["seed"] for runs in results["rows"].values() for r in runs})}
+    (out / "ablation.json").write_text(json.dumps(results, indent=1))
     print(table(results, args))
 
 
-def paired_rows(pooled: dict) -> dict:
-    """Each row minus the no-KD student on the same pooled test cases: macro AUC difference, bootstrap CI."""
+def paired_rows(rows: dict, seed: int) -> dict:
+    """Each row minus the no-KD student on the same test cases pooled over the seed's folds: macro AUC
+    difference with a paired bootstrap CI."""
+    pooled: dict[str, dict] = {}
+    for name, runs in rows.items():
+        for run_ in (r for r in runs if r["seed"] == seed and "test_cases" in r):
+            part = pooled.setdefault(name, {"ids": [], "labels": [], "probs": []})
+            part["ids"] += run_["test_cases"]["ids"]
+            part["labels"].append(np.asarray(run_["test_cases"]["labels"]))
+            part["probs"].append(np.asarray(run_["test_cases"]["probs"]))
     if BASELINE not in pooled:
         return {}
     order = np.argsort(pooled[BASELINE]["ids"])
@@ -173,8 +182,9 @@ def _mean_sd(values) -> str:
 
 def table(results: dict, args) -> str:
     rows = results["rows"]
-    lines = [f"{args.folds}-fold patient-grouped cross-validation (folds run: {args.only_folds or 'all'}), training "
-             f"seeds {args.seeds}, {args.cases} synthetic cases (cohort seed {args.seed}), config `{args.config}`; "
+    runs_done = sorted({(r["seed"], r["fold"]) for runs in rows.values() for r in runs})
+    lines = [f"{args.folds}-fold patient-grouped cross-validation, runs (training seed, fold) {runs_done}, "
+             f"{args.cases} synthetic cases (cohort seed {args.seed}), config `{args.config}`; "
              "mean ± SD over the (seed, fold) runs on their held-out test parts; per-run 95 % bootstrap CIs below.",
              "", "| model | macro AUC | accuracy | macro F1 | ECE | AUC dose 1 | 0.25 | Grad-CAM in tumour + ring |",
              "|---|---|---|---|---|---|---|---|"]
