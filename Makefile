@@ -8,11 +8,13 @@ GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2
 
 .PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean
 
-$(STAMP): pyproject.toml Makefile
+# The constraints file pins MONAI to what the Slicer module installs (tested: its torch requirement).
+CONSTRAINTS := REACTKD/Resources/requirements-classify.txt
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[scene,test]'
+	$(BIN)/python -m pip install -q -e '.[scene,test]' -c $(CONSTRAINTS)
 	@touch $(STAMP)
 
 gl:

@@ -54,6 +54,13 @@ class REACTKD(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
+def unsupportedSlicer():
+    """A message when this Slicer is older than supported (5.10, Python 3.12), else None."""
+    from reactkd.dependencies import unsupported_slicer
+
+    return unsupported_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
+
+
 def registerSampleData():
     """Add the synthetic PET/CT case to the Sample Data module (runs once Slicer has started)."""
     try:
@@ -122,6 +129,13 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        problem = unsupportedSlicer()
+        if problem:  # an old Slicer: say so instead of failing on a traceback later
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/REACTKD.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -150,15 +164,19 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
-        self.onCancel()
+        if self.logic is not None:
+            self.onCancel()
+            self.logic.shutdown()
         self.removeObservers()
 
     def enter(self):
+        if self.logic is None:  # unsupported Slicer: nothing was set up
+            return
         self.populateModels()  # REACTKDTraining may have registered a model meanwhile
         self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
@@ -399,39 +417,12 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.warningDisplay("\n".join(result.warnings), windowTitle="REACT-KD")
 
     def ensureDependencies(self):
-        """Ask before installing PyTorch (PyTorch extension) and the packages in requirements.txt."""
-        if self._dependenciesReady:
-            return True
-        from reactkd import dependencies
+        """Ask before installing PyTorch (PyTorch extension) and the packages Classify needs."""
+        if not self._dependenciesReady:
+            from reactkd.scene.first_use import ensure_dependencies
 
-        if not dependencies.torch_available():
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                slicer.util.errorDisplay(_("REACT-KD needs PyTorch: install the PyTorch extension from the "
-                                           "Extensions Manager, restart Slicer and try again."))
-                return False
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
-                slicer.util.errorDisplay(_("REACT-KD cannot classify without PyTorch."))
-                return False
-        missing = dependencies.missing_requirements(self.resourcePath("requirements.txt"))
-        if missing:
-            if not slicer.util.confirmOkCancelDisplay(
-                    _("REACT-KD needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-                      "Install them now? They are downloaded from the Python Package Index.").format(
-                        packages="\n".join(missing)), windowTitle=_("REACT-KD: install packages")):
-                return False
-            restartFor = dependencies.needs_restart(missing)
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(missing)
-            if restartFor:
-                if slicer.util.confirmOkCancelDisplay(
-                        _("Updated packages ({names}) were already loaded. Restart Slicer now?").format(
-                            names=", ".join(restartFor))):
-                    slicer.util.restart()
-                return False
-        self._dependenciesReady = True
-        return True
+            self._dependenciesReady = ensure_dependencies("classify")
+        return self._dependenciesReady
 
     def _reportErrors(self, action):
         """Run `action`; show a ReactKDError as its one-line message, anything else as one line too (the

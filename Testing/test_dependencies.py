@@ -3,19 +3,30 @@ packages are reported missing (nothing is installed or imported by the check).""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import sys
+from pathlib import Path
 
 import pytest
 
 from reactkd.dependencies import (
-    REQUIREMENTS_FILE,
+    CLASSIFY_REQUIREMENTS,
+    SLICER_BUNDLED,
+    TORCH_REQUIREMENT,
+    TRAINING_REQUIREMENTS,
+    InstallPlan,
     Requirement,
+    install_missing,
+    install_plan,
     missing_requirements,
     needs_restart,
+    parse_requirement_line,
     parse_requirements,
     satisfies,
     torch_available,
+    torch_problem,
+    unsupported_slicer,
     version_tuple,
 )
 
@@ -77,7 +88,7 @@ def test_a_module_without_metadata_counts_as_installed(tmp_path, monkeypatch):
 
 
 def test_module_requirements_file_parses_and_excludes_torch():
-    names = {r.name.lower() for r in parse_requirements(REQUIREMENTS_FILE)}
+    names = {r.name.lower() for r in parse_requirements(CLASSIFY_REQUIREMENTS)}
     assert "monai" in names and "torch" not in names  # torch comes from the PyTorch extension
 
 
@@ -91,3 +102,98 @@ def test_torch_check_does_not_import_torch():
     had_torch = "torch" in sys.modules
     assert torch_available() is True  # the test environment has torch
     assert ("torch" in sys.modules) == had_torch
+
+
+# ------------------------------------------------------------------------------ Slicer first-use contract
+@pytest.mark.parametrize("path", [CLASSIFY_REQUIREMENTS, TRAINING_REQUIREMENTS])
+def test_requirements_never_replace_what_slicer_bundles_nor_torch(path):
+    names = {r.name.lower() for r in parse_requirements(path)}
+    assert names, path
+    assert not names & SLICER_BUNDLED, f"{path.name} would pip-install over Slicer's own {names & SLICER_BUNDLED}"
+    assert "torch" not in names  # the PyTorch extension installs it, with TORCH_REQUIREMENT
+
+
+def test_floors_match_the_code():
+    training = {r.name.lower(): r for r in parse_requirements(TRAINING_REQUIREMENTS)}
+    assert not satisfies("0.9.5", training["pot"].clauses)  # ot.batch arrived in POT 0.9.6
+    assert satisfies("0.9.6", training["pot"].clauses)
+    classify = {r.name.lower(): r for r in parse_requirements(CLASSIFY_REQUIREMENTS)}
+    assert "pot" not in classify and "matplotlib" not in classify  # training-only, installed when training starts
+
+
+def test_torch_requirement_is_what_the_pinned_monai_declares():
+    pin = {r.name.lower(): r for r in parse_requirements(CLASSIFY_REQUIREMENTS)}["monai"]
+    assert pin.clauses and pin.clauses[0][0] == "==", "MONAI is pinned so its torch requirement is known"
+    assert importlib.metadata.version("monai") == pin.clauses[0][1], "the tests must run the pinned MONAI"
+    declared = [r for r in importlib.metadata.requires("monai") if r.replace(" ", "").startswith("torch>")
+                or r.replace(" ", "").startswith("torch=")]
+    assert [d.replace(" ", "").split(";")[0] for d in declared] == ["torch" + TORCH_REQUIREMENT]
+    assert satisfies(importlib.metadata.version("torch"), parse_requirement_line("torch" + TORCH_REQUIREMENT).clauses)
+
+
+def test_old_slicer_gets_a_message_not_a_traceback():
+    assert unsupported_slicer(5, 10, (3, 12)) is None and unsupported_slicer(6, 0, (3, 13)) is None
+    message = unsupported_slicer(5, 8, (3, 9))
+    assert "5.10 or newer" in message and "Slicer 5.8" in message and "3.9" in message
+    assert unsupported_slicer(5, 10, (3, 9)) is not None
+
+
+@pytest.mark.parametrize("relative", ["REACTKD/REACTKD.py", "REACTKDTraining/REACTKDTraining.py",
+                                      "REACTKD/reactkd/__init__.py", "REACTKD/reactkd/dependencies.py",
+                                      "REACTKD/reactkd/errors.py"])
+def test_what_an_old_slicer_imports_first_parses_on_python_3_9(relative):
+    """The version check must be reached on Slicer 5.6/5.8 (Python 3.9) before anything newer is parsed."""
+    path = Path(__file__).resolve().parents[1] / relative
+    ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
+
+
+class Recorder:
+    def __init__(self, answer=True, torch_ok=True):
+        self.calls, self.answer, self.torch_ok = [], answer, torch_ok
+
+    def confirm(self, text):
+        self.calls.append(("confirm", text))
+        return self.answer
+
+    def install_torch(self, requirement):
+        self.calls.append(("torch", requirement))
+        return self.torch_ok
+
+    def pip(self, lines):
+        self.calls.append(("pip", list(lines)))
+
+    def restart(self, names):
+        self.calls.append(("restart", list(names)))
+
+
+def test_install_missing_asks_then_installs_torch_first_then_packages():
+    r = Recorder()
+    plan = InstallPlan("training", "missing", ["reactkd-surely-absent-package>=1"])
+    assert install_missing(plan, r.confirm, r.install_torch, r.pip, r.restart) is True
+    assert [c[0] for c in r.calls] == ["torch", "confirm", "pip"]
+    assert r.calls[0] == ("torch", TORCH_REQUIREMENT) and "reactkd-surely-absent-package>=1" in r.calls[1][1]
+
+
+def test_install_missing_stops_when_refused_and_asks_restart_for_loaded_packages():
+    refused = Recorder(answer=False)
+    assert not install_missing(InstallPlan("classify", None, ["x>=1"]), refused.confirm, refused.install_torch,
+                               refused.pip, refused.restart)
+    assert [c[0] for c in refused.calls] == ["confirm"]
+    no_torch = Recorder(torch_ok=False)
+    assert not install_missing(InstallPlan("classify", "too old: 2.2", ["x"]), no_torch.confirm,
+                               no_torch.install_torch, no_torch.pip)
+    assert [c[0] for c in no_torch.calls] == ["torch"]
+    loaded = Recorder()
+    assert not install_missing(InstallPlan("classify", None, ["numpy>=999"]), loaded.confirm, loaded.install_torch,
+                               loaded.pip, loaded.restart)
+    assert loaded.calls[-1] == ("restart", ["numpy"])
+    nothing = Recorder()
+    assert install_missing(InstallPlan("classify", None, []), nothing.confirm, nothing.install_torch, nothing.pip)
+    assert nothing.calls == []
+
+
+def test_install_plan_of_this_environment_is_complete():
+    assert install_plan("classify").complete and install_plan("training").complete
+    assert torch_problem() is None
+    with pytest.raises(ValueError, match="unknown kind"):
+        install_plan("everything")

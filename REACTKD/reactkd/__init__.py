@@ -4,13 +4,6 @@ This package never imports Slicer, Qt or VTK, except in the `reactkd.scene` subp
 Heavy dependencies (torch, monai) are imported by the submodules that need them, not here.
 """
 
-import os as _os
-
-# PyTorch's CPU allocator backs large tensors with transparent huge pages when this is set before its first
-# large allocation (read then, not at import): a 64 x 128 x 128 student forward then takes ~7x fewer page
-# faults and runs ~1.3x faster (THP in "madvise" mode). No effect where THP is off.
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 __version__ = "0.1.0"
 
 CLASS_NAMES = ("well", "moderate", "poor")

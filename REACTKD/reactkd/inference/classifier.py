@@ -47,6 +47,17 @@ class ClassificationResult:
                 "probabilities": self.probabilities, "model": self.model, "device": self.device,
                 "inputs": self.inputs, "timings_ms": self.timings_ms, "warnings": self.warnings}
 
+    @classmethod
+    def from_json(cls, summary: dict, attention_cbam: sitk.Image, attention_gradcam: sitk.Image,
+                  graph: dict) -> ClassificationResult:
+        """The inverse of `to_json` plus the maps and graph (what another process wrote, `read_outputs`)."""
+        fields = ("grade", "class_index", "class_names", "probabilities", "model", "device", "inputs", "timings_ms")
+        missing = [name for name in fields if name not in summary]
+        if missing:
+            raise ReactKDError(f"result summary lacks {', '.join(missing)}")
+        return cls(**{name: summary[name] for name in fields}, warnings=list(summary.get("warnings", [])),
+                   attention_cbam=attention_cbam, attention_gradcam=attention_gradcam, graph=graph)
+
 
 class Classifier:
     """A loaded model package ready to classify cases. Calls are serialised by a lock (the networks keep

@@ -14,7 +14,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..atomic import write_text_atomic
-from ..io import write_image
+from ..errors import ReactKDError
+from ..io import read_image, write_image
 from .classifier import ClassificationResult
 
 OUTPUT_FILES = ("result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
@@ -50,3 +51,16 @@ def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Im
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_outputs(out_dir: str | Path) -> ClassificationResult:
+    """The ClassificationResult a `write_outputs` folder holds (result.json, both maps, graph.json): how the
+    Slicer module receives what its inference process computed."""
+    out_dir = Path(out_dir)
+    try:
+        summary = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
+        graph = json.loads((out_dir / "graph.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReactKDError(f"classification outputs in {out_dir} are unreadable ({exc})") from None
+    return ClassificationResult.from_json(summary, read_image(out_dir / "attention_cbam.nrrd", name="CBAM map"),
+                                          read_image(out_dir / "attention_gradcam.nrrd", name="Grad-CAM map"), graph)

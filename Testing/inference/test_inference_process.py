@@ -1,0 +1,168 @@
+"""The REACTKD module's persistent inference process (`reactkd serve` + InferenceProcess) with the real
+child: the model loads once and stays warm, progress arrives as structured events, bad input is an error
+while the child keeps serving, cancel kills the child's process group and the next request starts a new
+one, a crashed child gives a clear error without harming the caller, and the protocol itself (server side,
+in process) answers garbage with error events."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from model_packages import make_package
+from reactkd.child_process import group_alive
+from reactkd.errors import ReactKDError
+from reactkd.inference.process import InferenceProcess, remove_stale_sessions
+from reactkd.inference.server import ClassifierCache, serve
+from reactkd.io import Geometry
+from synthetic_images import make_case
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="process-group checks are POSIX")
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    return make_package(tmp_path_factory.mktemp("model") / "student")
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    ct, mask, pet = make_case()
+    return {"ct": ct, "mask": mask, "pet_fdg": pet, "pet_act": None}
+
+
+@pytest.fixture
+def server():
+    process = InferenceProcess(command=[sys.executable, "-m", "reactkd", "serve"])
+    yield process
+    process.shutdown()
+
+
+def finished(request, timeout=120):
+    assert request.wait(timeout), f"request stuck at {request.stage}"
+    return request
+
+
+def test_model_loads_once_and_results_come_back_on_the_ct_grid(server, student, inputs):
+    first = server.submit(inputs, student, "cpu")
+    assert not first.done  # submit returns at once; the work is in the background
+    stages = set()
+    while not first.done:
+        stages.add(first.stage)
+        time.sleep(0.005)
+    result = first.result()
+    assert first.model_was_loaded is False and server.loaded == {(str(student), "cpu"): "cpu"}
+    assert abs(sum(result.probabilities.values()) - 1) < 1e-5 and result.grade in result.class_names
+    for image in (result.attention_cbam, result.attention_gradcam):
+        assert Geometry.of(image).same_as(Geometry.of(inputs["ct"]), tol=1e-6)
+    assert result.inputs == ["ct", "pet_fdg"] and result.graph["nodes"]
+    assert stages & {"writing inputs", "reading inputs", "loading model", "classifying"}
+    pid = server.pid
+    second = finished(server.submit(inputs, student, "cpu")).result()
+    assert server.pid == pid and server.busy is False
+    assert np.array_equal(sitk.GetArrayViewFromImage(second.attention_cbam),
+                          sitk.GetArrayViewFromImage(result.attention_cbam))
+    assert second.probabilities == result.probabilities
+
+
+def test_bad_input_is_an_error_and_the_child_keeps_serving(server, student, inputs):
+    empty = sitk.Image(inputs["mask"])
+    empty *= 0
+    request = finished(server.submit({**inputs, "mask": empty}, student, "cpu"))
+    pid = server.pid
+    with pytest.raises(ReactKDError, match="(?i)liver|tumour|mask"):
+        request.result()
+    assert server.pid == pid
+    assert finished(server.submit(inputs, student, "cpu")).result() is not None
+    with pytest.raises(ReactKDError, match="model"):
+        finished(server.submit(inputs, student.parent / "absent", "cpu")).result()
+    assert server.pid == pid
+
+
+def test_one_request_at_a_time(server, student, inputs):
+    request = server.submit(inputs, student, "cpu")
+    with pytest.raises(ReactKDError, match="already running"):
+        server.submit(inputs, student, "cpu")
+    finished(request)
+
+
+def test_cancel_kills_the_process_group_and_the_next_request_starts_a_new_child(server, student, inputs):
+    finished(server.submit(inputs, student, "cpu"))
+    old = server.pid
+    request = server.submit(inputs, student, "cpu")
+    while request.stage not in ("loading model", "classifying", "writing outputs") and not request.done:
+        time.sleep(0.001)
+    server.cancel()
+    assert request.done and request.cancelled and request.result() is None
+    deadline = time.monotonic() + 10
+    while group_alive(old) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(old)
+    assert server.pid is None and server.loaded == {}
+    again = finished(server.submit(inputs, student, "cpu"))
+    assert again.result() is not None and server.pid not in (None, old) and again.model_was_loaded is False
+
+
+def test_a_crashed_child_is_reported_and_replaced(server, student, inputs):
+    finished(server.submit(inputs, student, "cpu"))
+    os.kill(server.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    request = finished(server.submit(inputs, student, "cpu"))  # a fresh child takes it
+    assert request.result() is not None
+    crashed_pid = server.pid
+    request = server.submit(inputs, student, "cpu")
+    while request.stage not in ("loading model", "classifying") and not request.done:
+        time.sleep(0.001)
+    os.kill(crashed_pid, signal.SIGKILL)  # dies in the middle of the work, as a CUDA fault would
+    finished(request)
+    with pytest.raises(ReactKDError, match="stopped unexpectedly .*signal 9"):
+        request.result()
+    assert finished(server.submit(inputs, student, "cpu")).result() is not None
+
+
+def test_shutdown_ends_the_child_and_removes_the_session_folder(student, inputs):
+    process = InferenceProcess(command=[sys.executable, "-m", "reactkd", "serve"])
+    finished(process.submit(inputs, student, "cpu"))
+    pid, session = process.pid, process._session
+    assert session.is_dir() and not any(session.iterdir())  # each request's files are removed after it
+    process.shutdown()
+    assert process.pid is None and not session.exists() and not group_alive(pid)
+
+
+def test_stale_session_folders_of_dead_processes_are_removed(tmp_path):
+    dead = tmp_path / "reactkd-inference-999999999-abc"
+    alive = tmp_path / f"reactkd-inference-{os.getpid()}-abc"
+    for folder in (dead, alive):
+        (folder / "request-1").mkdir(parents=True)
+    assert remove_stale_sessions(tmp_path) == [dead]
+    assert alive.is_dir() and not dead.exists()
+
+
+def test_protocol_errors_are_events_and_the_server_goes_on():
+    class Fake:
+        def classify(self, *args):
+            raise AssertionError("not reached")
+
+    requests = "\n".join(["not json", "[1]", json.dumps({"op": "train", "id": 3}),
+                          json.dumps({"op": "classify", "id": 4, "inputs": {"ct": "x"}}),
+                          json.dumps({"op": "classify", "id": 5, "inputs": {"ct": "/absent.nrrd", "mask": "/m.nrrd"},
+                                      "out": "/tmp/x"}),
+                          json.dumps({"op": "shutdown"}), json.dumps({"op": "classify", "id": 6})]) + "\n"
+    out = io.StringIO()
+    assert serve(io.StringIO(requests), out, ClassifierCache(lambda *a: Fake())) == 0
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0]["event"] == "ready" and events[0]["protocol"] == 1
+    errors = [e for e in events[1:] if e["event"] != "progress"]
+    assert [e["event"] for e in errors] == ["error"] * 5  # nothing after shutdown
+    assert "not JSON" in errors[0]["message"] and "JSON object" in errors[1]["message"]
+    assert "unknown request op 'train'" in errors[2]["message"] and errors[2]["id"] == 3
+    assert "inputs.ct and inputs.mask" in errors[3]["message"]
+    assert errors[4]["id"] == 5 and errors[4]["message"].startswith("CT: ")
