@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian's Mesa EGL/GL libraries for offscreen VTK rendering (installed only when no libEGL is present).
 GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libosmesa6
 
-.PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean
+.PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean check-index
 
 # The constraints file pins MONAI to what the Slicer module installs (tested: its torch requirement).
 CONSTRAINTS := REACTKD/Resources/requirements-classify.txt
@@ -31,6 +31,12 @@ lint: $(STAMP)
 
 test: $(STAMP) gl lint
 	$(BIN)/python -m pytest
+
+# The Slicer Extensions Index's own checker, offline, on the committed tree (also run by `make test` when the
+# checker sits beside the clone: Testing/test_extensions_index.py).
+INDEX_CHECKER ?= ../shared/tools/extensions-index-check/run.py
+check-index: $(STAMP)
+	$(BIN)/python $(INDEX_CHECKER)
 
 bench: $(STAMP) gl
 	$(BIN)/python benchmarks/run_all.py

@@ -1,17 +1,18 @@
 """REACTKD: grade hepatocellular carcinoma from CT (or PET/CT) with a REACT-KD model and show why.
 
 The module file stays thin: scene work lives in ``reactkd.scene.module_logic`` (no Qt, tested against a
-headless MRML scene), background classification in ``reactkd.scene.module_jobs``, the model catalogue in
-``reactkd.catalog`` and the first-use dependency check in ``reactkd.dependencies``. Heavy packages (torch,
-monai) are imported inside functions only, so Slicer starts fast and nothing is installed or loaded before
-the user asks for it.
+headless MRML scene), classification in a persistent child process (``reactkd.inference.process``), the
+model catalogue in ``reactkd.catalog`` and first-use installation in ``reactkd.scene.first_use``. Heavy
+packages (torch, monai) are never imported in Slicer's own process by this module.
 
-Responsiveness: the inputs are read from the scene on the main thread (fast), the model is loaded and the
-case classified in a worker thread (the worker never touches MRML), a QTimer polls the job and the result
-is turned into nodes on the main thread again.
+Responsiveness: the inputs are read from the scene on the main thread (fast); a ``PythonSlicer -m reactkd
+serve`` child loads the model once, keeps it warm and classifies; a QTimer looks at the request's state
+without waiting, and the result is turned into nodes on the main thread. Cancel kills the child; a crash in
+it is reported and leaves Slicer running.
 """
 
 import logging
+import time
 from typing import Annotated
 
 import qt
@@ -29,7 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-POLL_INTERVAL_MS = 50
+POLL_INTERVAL_MS = 100  # only reads the request's state: never waits
 
 
 class REACTKD(ScriptedLoadableModule):
@@ -362,9 +363,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job is None:
             self._timer.stop()
             return
-        # Waiting here releases the GIL, so the worker runs even if the application holds it while idle.
-        if not job.wait(0.6 * POLL_INTERVAL_MS / 1000):
-            self.ui.progressBar.value = int(100 * job.progress)
+        if not job.done:
+            self.ui.progressBar.value = int(100 * job.fraction)
             self.ui.statusLabel.text = _("Stage: {stage}").format(stage=job.stage)
             return
         self._finishJob()
@@ -383,10 +383,9 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancel(self):
         if self._job is None:
             return
-        self._job.cancel()
+        self.logic.cancelClassification()
         self._finishJob()
-        self.ui.statusLabel.text = _("Cancelled. A step already running finishes in the background; its "
-                                     "result is discarded.")
+        self.ui.statusLabel.text = _("Cancelled: the classification process was stopped.")
         self._updateButtons()
 
     def _finishJob(self):
@@ -469,8 +468,7 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._cache = None
-        self._executor = None
+        self._process = None
         self.lastResult = None
         self.lastNodes = None
 
@@ -483,23 +481,24 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
 
         return ModelCatalog()
 
-    def classifierCache(self):
-        if self._cache is None:
-            from reactkd.scene.module_jobs import ClassifierCache
+    def inferenceProcess(self):
+        """The persistent ``PythonSlicer -m reactkd serve`` child (started on the first request)."""
+        if self._process is None:
+            from reactkd.inference.process import InferenceProcess
 
-            self._cache = ClassifierCache()
-        return self._cache
+            self._process = InferenceProcess()
+        return self._process
 
     def loadedDevice(self, modelDir, device):
-        """Device the cached classifier for (model, device) runs on, or None if not loaded yet."""
-        cache = self._cache
-        if cache is None or not cache.is_loaded(modelDir, device):
+        """Device the warm inference process runs (model, device) on, or None if not loaded yet."""
+        if self._process is None:
             return None
-        return str(cache.get(modelDir, device).device)
+        return self._process.loaded.get((str(modelDir), device))
 
     def forgetModel(self, modelDir):
-        if self._cache is not None:
-            self._cache.forget(modelDir)
+        """After a model was removed: a fresh process next time (the warm one may hold it)."""
+        if self._process is not None and any(key[0] == str(modelDir) for key in self._process.loaded):
+            self._process.shutdown()
 
     def inputsFromParameters(self, p):
         from reactkd.scene.module_logic import inputs_from_nodes
@@ -508,17 +507,21 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
                                  p.labelMapVolume, p.petFdgVolume, p.petActVolume)
 
     def startClassification(self, modelDir, device, inputs):
-        """A ClassificationJob running in the logic's worker thread; poll it with ``wait``/``done``."""
-        from reactkd.scene.module_jobs import ClassificationJob, make_executor
+        """An InferenceRequest running in the inference process; look at ``done``/``stage``/``fraction``."""
+        return self.inferenceProcess().submit(inputs, modelDir, device)
 
-        if self._executor is None:
-            self._executor = make_executor()
-        return ClassificationJob(self.classifierCache(), modelDir, device, inputs, self._executor)
+    def cancelClassification(self):
+        if self._process is not None:
+            self._process.cancel()
 
-    def classify(self, modelDir, device, inputs):
-        """Blocking classification (for scripts and tests)."""
-        return self.classifierCache().get(modelDir, device).classify(
-            inputs["ct"], inputs["mask"], inputs.get("pet_fdg"), inputs.get("pet_act"))
+    def shutdown(self):
+        if self._process is not None:
+            self._process.shutdown()
+            self._process = None
+
+    def classify(self, modelDir, device, inputs, timeout=None):
+        """Blocking classification (for scripts and tests), in the same inference process."""
+        return self.inferenceProcess().classify(inputs, modelDir, device, timeout)
 
     def showResult(self, ctNode, result, segmentationNode=None, attentionKind="CBAM", opacity=0.5, showGraph=True):
         """Show `result` in the scene; the previous result is replaced only once this one is in place."""
@@ -583,8 +586,10 @@ class REACTKDTest(ScriptedLoadableModuleTest):
         parameters = logic.getParameterNode()
         parameters.ctVolume, parameters.segmentation = sample.ct, sample.segmentation
         job = logic.startClassification(entry.path, "auto", logic.inputsFromParameters(parameters))
-        while not job.wait(0.05):
+        while not job.done:
             slicer.app.processEvents()
+            time.sleep(0.02)
+        logic.shutdown()
         result = job.result()
         before = slicer.mrmlScene.GetNumberOfNodes()
         nodes = logic.showResult(sample.ct, result, sample.segmentation)

@@ -284,18 +284,25 @@ def test_icons_are_128_pixel_pngs(path):
 
 
 def test_first_use_requirements_match_the_package_dependencies():
-    """requirements.txt (installed into Slicer on first use) = pyproject dependencies, except torch (from
-    the PyTorch extension) and numpy (bundled with Slicer)."""
-    def parse(lines):
-        specs = {}
-        for line in lines:
-            line = line.split("#")[0].strip()
-            if line:
-                name = re.match(r"[A-Za-z0-9_.-]+", line).group(0)
-                specs[name.lower()] = line[len(name):].replace(" ", "")
-        return specs
+    """requirements-classify.txt + requirements-training.txt (installed into Slicer on first use) = pyproject
+    dependencies, except torch (from the PyTorch extension) and what Slicer bundles; every Slicer version
+    floor or pin also satisfies the pip package's."""
+    from reactkd.dependencies import (
+        CLASSIFY_REQUIREMENTS,
+        SLICER_BUNDLED,
+        TRAINING_REQUIREMENTS,
+        parse_requirement_line,
+        parse_requirements,
+        satisfies,
+    )
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    expected = {k: v for k, v in parse(project["dependencies"]).items() if k not in ("torch", "numpy")}
-    assert parse((REPO / "REACTKD/Resources/requirements.txt").read_text().splitlines()) == expected
+    expected = {r.name.lower(): r for r in map(parse_requirement_line, project["dependencies"])
+                if r.name.lower() != "torch" and r.name.lower() not in SLICER_BUNDLED}
+    slicer = {r.name.lower(): r for path in (CLASSIFY_REQUIREMENTS, TRAINING_REQUIREMENTS)
+              for r in parse_requirements(path)}
+    assert sorted(slicer) == sorted(expected)
+    for name, requirement in slicer.items():
+        version = requirement.clauses[0][1] if requirement.clauses else "0"
+        assert satisfies(version, expected[name].clauses), f"{requirement.line} vs pyproject {expected[name].line}"

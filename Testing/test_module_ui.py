@@ -15,7 +15,7 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "REACTKD.ui"
 
 #: Imports allowed at the top of REACTKD.py: what Slicer has loaded anyway. Heavy packages (torch, monai,
 #: SimpleITK, numpy) and the reactkd package are imported inside functions, when first needed.
-ALLOWED_TOP_LEVEL = {"logging", "typing", "qt", "ctk", "vtk", "slicer", "slicer.i18n", "slicer.util",
+ALLOWED_TOP_LEVEL = {"logging", "time", "typing", "qt", "ctk", "vtk", "slicer", "slicer.i18n", "slicer.util",
                      "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule"}
 #: Signals (Qt signatures) of the widget classes the module connects to.
 SIGNALS = {

@@ -166,3 +166,13 @@ def test_protocol_errors_are_events_and_the_server_goes_on():
     assert "unknown request op 'train'" in errors[2]["message"] and errors[2]["id"] == 3
     assert "inputs.ct and inputs.mask" in errors[3]["message"]
     assert errors[4]["id"] == 5 and errors[4]["message"].startswith("CT: ")
+
+
+def test_classifier_cache_loads_each_model_and_device_once(tmp_path):
+    built = []
+    cache = ClassifierCache(lambda folder, device: built.append((folder, device)) or object())
+    first = cache.get(tmp_path / "a", "auto")
+    assert cache.get(tmp_path / "a" / ".." / "a", " AUTO ") is first
+    assert cache.get(tmp_path / "a", "cpu") is not first and cache.get(tmp_path / "b", "auto") is not first
+    assert [device for _, device in built] == ["auto", "cpu", "auto"]
+    assert cache.is_loaded(str(tmp_path / "a"), "CPU") and not cache.is_loaded(tmp_path / "c", "cpu")

@@ -1,11 +1,13 @@
 """The REACTKD module's scene logic on a real MRML scene (slicer-core), through the calls the GUI makes:
-nodes -> inputs_from_nodes -> ClassificationJob (tiny untrained model package) -> apply_result ->
-display changes -> remove_result."""
+nodes -> inputs_from_nodes -> the persistent inference process (a real `reactkd serve` child, tiny untrained
+model package) -> apply_result -> display changes -> remove_result."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,8 +18,8 @@ pytest.importorskip("slicer", reason="slicer-core is not installed")
 import slicer  # noqa: E402
 
 from reactkd.errors import ImageReadError, MaskError, ReactKDError  # noqa: E402
+from reactkd.inference.process import InferenceProcess  # noqa: E402
 from reactkd.scene import add_segmentation, add_volume, create_headless_scene, volume_array  # noqa: E402
-from reactkd.scene.module_jobs import ClassificationJob, ClassifierCache, make_executor  # noqa: E402
 from reactkd.scene.module_logic import (  # noqa: E402
     ATTENTION_KINDS,
     apply_result,
@@ -68,7 +70,7 @@ def add_case_nodes(scene, case) -> dict:
 
 @pytest.fixture(scope="module")
 def classified(case, model_dir):
-    """(inputs, result, classifier) from the Widget's path, run once for the whole file."""
+    """(inputs, result, process) from the Widget's path, run once for the whole file."""
     context = create_headless_scene()
     try:
         nodes = add_case_nodes(context.scene, case)
@@ -76,13 +78,14 @@ def classified(case, model_dir):
                                    pet_act_node=nodes["pet_act"])
     finally:
         context.close()
-    cache = ClassifierCache()
-    with make_executor() as executor:
-        job = ClassificationJob(cache, model_dir, "cpu", inputs, executor)
-        while not job.wait(0.05):
-            pass
-        result = job.result()
-    return inputs, result, job.classifier
+    process = InferenceProcess(command=[sys.executable, "-m", "reactkd", "serve"])
+    try:
+        request = process.submit(inputs, model_dir, "cpu")
+        while not request.done:  # as the GUI's timer: never blocks
+            time.sleep(0.02)
+        return inputs, request.result(), process
+    finally:
+        process.shutdown()
 
 
 def node_ids(scene) -> set[str]:
@@ -182,11 +185,10 @@ def test_bad_inputs_raise_clear_errors_and_leave_the_scene_alone(headless, case)
 
 
 # ----------------------------------------------------------------------------------------------- results
-def test_classifier_is_cached_and_result_is_on_the_ct_grid(classified, model_dir, case):
-    inputs, result, classifier = classified
-    cache = ClassifierCache(factory=lambda folder, device: classifier)
-    assert cache.get(model_dir, "cpu") is cache.get(str(model_dir), "CPU") and cache.is_loaded(model_dir, "cpu")
-    assert str(classifier.device) == "cpu" and result.device == "cpu"
+def test_result_from_the_inference_process_is_on_the_ct_grid(classified, model_dir, case):
+    inputs, result, process = classified
+    assert result.device == "cpu" and process.pid is None  # shut down after use
+    assert result.inputs == ["ct", "pet_fdg", "pet_act"]
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-6
     for attribute in ATTENTION_KINDS.values():
         assert getattr(result, attribute).GetSize() == case.ct.GetSize()
