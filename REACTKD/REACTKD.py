@@ -39,9 +39,9 @@ class REACTKD(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("REACT-KD")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Classification")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
-        self.parent.contributors = ["REACT-KD contributors"]
+        self.parent.contributors = ["REACT-KD developers (REACT-KD open-source project)"]
         self.parent.helpText = _(
             "Grade hepatocellular carcinoma (well / moderately / poorly differentiated) from a CT, "
             "optionally with FDG and acetate PET, and a liver/tumour segmentation. Shows the grade "
@@ -556,6 +556,11 @@ class REACTKDTest(ScriptedLoadableModuleTest):
         self.test_catalogue_lists_shipped_model()
         self.setUp()
         self.test_sample_case_segments_found()
+        from reactkd.dependencies import install_plan
+
+        missing = install_plan("classify").describe()
+        if missing:  # e.g. the extension build server: no torch, MONAI or scikit-learn there
+            self.skipTest(f"classification skipped: not installed: {missing}")
         self.setUp()
         self.test_classify_sample_case()
 

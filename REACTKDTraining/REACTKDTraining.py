@@ -38,9 +38,9 @@ class REACTKDTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("REACT-KD Training")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Classification")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
-        self.parent.contributors = ["REACT-KD contributors"]
+        self.parent.contributors = ["REACT-KD developers (REACT-KD open-source project)"]
         self.parent.hidden = True
         self.parent.helpText = _(
             "Train REACT-KD teachers and students and evaluate models from Slicer's Python console. "
@@ -81,12 +81,27 @@ class REACTKDTrainingLogic(ScriptedLoadableModuleLogic):
 
         self.runner = runner or TrainingRunner(python=slicer_python_executable(), catalog=catalog,
                                                callbacks_in_thread=False)
+        #: Install what training needs (after asking) before the first run; a test's runner brings its own child.
+        self.checkDependencies = runner is None
         self._timers = {}
+
+    def ensureDependencies(self):
+        """Raise ReactKDError unless PyTorch and the training packages are installed (asking to install them)."""
+        if not self.checkDependencies:
+            return
+        from reactkd.scene.first_use import ensure_dependencies
+
+        if not ensure_dependencies("training"):
+            from reactkd.errors import ReactKDError
+
+            raise ReactKDError("REACT-KD training needs packages that are not installed; nothing was started")
+        self.checkDependencies = False
 
     def train(self, stage, manifest, out, config=None, progress=None, wait=True, register=True,
               extra_args=(), catalog=None):
         """Run ``reactkd train --stage stage --manifest manifest --out out [--config config]``; on success
         register ``out`` in the model catalogue. Returns a RunHandle."""
+        self.ensureDependencies()
         handle = self.runner.train(stage, manifest, out, config=config, extra_args=extra_args,
                                    progress=progress, wait=False, register=register, catalog=catalog)
         return self._follow(handle, wait)
@@ -94,6 +109,7 @@ class REACTKDTrainingLogic(ScriptedLoadableModuleLogic):
     def evaluate(self, manifest, model, out, doses=None, modalities=None, progress=None, wait=True,
                  extra_args=()):
         """Run ``reactkd evaluate``; the report lands in ``out``. Returns a RunHandle."""
+        self.ensureDependencies()
         handle = self.runner.evaluate(manifest, model, out, doses=doses, modalities=modalities,
                                       extra_args=extra_args, progress=progress, wait=False)
         return self._follow(handle, wait)
@@ -101,6 +117,7 @@ class REACTKDTrainingLogic(ScriptedLoadableModuleLogic):
     def run(self, args, progress=None, wait=True, json_progress=True):
         """Any ``reactkd`` command, e.g. ``logic.run(["synth", "--out", folder], print,
         json_progress=False)`` (only train and evaluate take ``--progress json``)."""
+        self.ensureDependencies()
         return self._follow(self.runner.run(args, progress, wait=False, json_progress=json_progress), wait)
 
     def _follow(self, handle, wait):

@@ -234,3 +234,13 @@ def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(c
     tampered.write_bytes(tampered.read_bytes()[:-4] + b"\x00\x00\x80\x7f")
     with pytest.raises(ModelPackageError, match="checksum"):
         cat.register(pkg)
+
+
+def test_shipped_catalogue_says_what_each_package_reads():
+    """Models.json (what the module shows before a package is read) agrees with each package's metadata."""
+    document = json.loads((REPO / "REACTKD/Resources/Models.json").read_text())
+    for item in document["models"]:
+        metadata = json.loads((REPO / "REACTKD" / item["path"] / "metadata.json").read_text())
+        assert item["input_modalities"] == metadata["input_modalities"], item["name"]
+        if metadata["input_modalities"] == ["ct"]:
+            assert "PET channels" not in item["description"], item["name"]

@@ -197,3 +197,9 @@ def test_install_plan_of_this_environment_is_complete():
     assert torch_problem() is None
     with pytest.raises(ValueError, match="unknown kind"):
         install_plan("everything")
+
+
+def test_plan_description_names_what_is_missing():
+    assert InstallPlan("classify", None, []).describe() == ""
+    text = InstallPlan("classify", "missing", ["monai==1.6.1", "einops>=0.7"]).describe()
+    assert text == f"PyTorch {TORCH_REQUIREMENT} (missing), monai==1.6.1, einops>=0.7"

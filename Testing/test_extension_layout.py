@@ -35,7 +35,8 @@ CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
 
 def extension_variables() -> dict[str, str]:
     text = (REPO / "CMakeLists.txt").read_text()
-    return {name: value for name, value in re.findall(r'set\((EXTENSION_\w+)\s+"?([^")]*)"?\s*\)', text)}
+    found = re.findall(r'set\((EXTENSION_\w+)\s+(?:"([^"]*)"|([^)\s]*))\s*\)', text)
+    return {name: quoted or bare for name, quoted, bare in found}
 
 
 def cmake_list(value: str) -> list[str]:
@@ -306,3 +307,18 @@ def test_first_use_requirements_match_the_package_dependencies():
     for name, requirement in slicer.items():
         version = requirement.clauses[0][1] if requirement.clauses else "0"
         assert satisfies(version, expected[name].clauses), f"{requirement.line} vs pyproject {expected[name].line}"
+
+
+def test_modules_share_the_extension_category_and_name_contributors_with_affiliation():
+    variables = extension_variables()
+    people = re.compile(r"^[^(),]+ \([^()]+\)$")
+    assert all(people.match(name.strip()) for name in variables["EXTENSION_CONTRIBUTORS"].split(",")), \
+        "contributors read 'Name (Affiliation)', comma separated"
+    for module in MODULE_FILES:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "translate"]
+        categories = [c.args[1].value for c in calls if len(c.args) == 2 and c.args[0].value == "qSlicerAbstractCoreModule"]
+        assert categories == [variables["EXTENSION_CATEGORY"]], module.name
+        contributors = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                        and ast.unparse(node.targets[0]) == "self.parent.contributors"]
+        assert contributors and all(people.match(item.value) for item in contributors[0].value.elts), module.name

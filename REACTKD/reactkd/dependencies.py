@@ -203,6 +203,11 @@ class InstallPlan:
     def complete(self) -> bool:
         return self.torch is None and not self.packages
 
+    def describe(self) -> str:
+        """What is missing, in one line ("" when complete): for messages and skipped tests."""
+        parts = ([f"PyTorch {TORCH_REQUIREMENT} ({self.torch})"] if self.torch else []) + self.packages
+        return ", ".join(parts)
+
 
 def install_plan(kind: str = "classify") -> InstallPlan:
     if kind not in REQUIREMENTS_FILES:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reactkd.catalog import ModelCatalog
+from reactkd.errors import ReactKDError
 from REACTKDTrainingLib.runner import TrainingRunner, slicer_python_executable
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "REACTKDTraining" / "REACTKDTraining.py"
@@ -133,3 +134,21 @@ def test_non_waiting_run_is_driven_by_a_main_thread_timer(module, fake_runner, t
         time.sleep(0.02)
     assert handle.done and not timer.running and logic._timers == {}
     assert seen == ["start", "step", "done"] and polls == []
+
+
+def test_default_logic_installs_training_packages_first_and_starts_nothing_without_them(module, monkeypatch, tmp_path):
+    namespace, _ = module
+    asked = []
+    first_use = types.ModuleType("reactkd.scene.first_use")
+    first_use.ensure_dependencies = lambda kind: asked.append(kind) or False
+    monkeypatch.setitem(sys.modules, "reactkd.scene", types.ModuleType("reactkd.scene"))
+    monkeypatch.setitem(sys.modules, "reactkd.scene.first_use", first_use)
+    logic = namespace.REACTKDTrainingLogic()
+    started = []
+    monkeypatch.setattr(logic.runner, "run", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(ReactKDError, match="nothing was started"):
+        logic.train("student", "m.csv", tmp_path / "out")
+    assert asked == ["training"] and started == []
+    first_use.ensure_dependencies = lambda kind: asked.append(kind) or True
+    logic.run(["synth", "--out", str(tmp_path)], wait=False)
+    assert started and asked == ["training", "training"] and logic.checkDependencies is False

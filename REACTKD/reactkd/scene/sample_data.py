@@ -24,8 +24,8 @@ from .volumes import add_volume
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 MANIFEST_FILE = "manifest.json"
 CATEGORY = "REACT-KD"
-SAMPLE_NAME = "REACTKDSyntheticPETCT"
-SAMPLE_DESCRIPTION = "Synthetic liver PET/CT (REACT-KD)"
+#: What the Sample Data button shows (Slicer displays `sampleName`; there is no separate description).
+SAMPLE_NAME = "Synthetic liver PET/CT (REACT-KD)"
 #: File name -> (node name, Sample Data load type). Order = order of loading and of returned nodes.
 SAMPLE_FILES = {
     "ct.nrrd": ("REACTKD sample CT", "VolumeFile"),

@@ -1,0 +1,85 @@
+"""REACTKD.py's in-Slicer self-test outside Slicer: the module file is loaded against stand-ins for Slicer,
+qt and vtk, the scene-bound steps are replaced by recorders, and the test is run by unittest as ctest runs
+it. Without torch (the extension build server) the classification step is skipped with its reason and the
+light steps still run; with everything installed it runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+import unittest
+from pathlib import Path
+
+import pytest
+
+from reactkd import dependencies
+from reactkd.dependencies import InstallPlan
+
+MODULE_FILE = Path(__file__).resolve().parents[1] / "REACTKD" / "REACTKD.py"
+
+
+@pytest.fixture
+def module(monkeypatch):
+    slicer = types.ModuleType("slicer")
+    for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
+        setattr(slicer, name, type(name, (), {}))
+    slicer.mrmlScene = types.SimpleNamespace(Clear=lambda: None)
+    slicer.app = types.SimpleNamespace(connect=lambda *args: None, majorVersion=5, minorVersion=10)
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.Choice = wrapper.WithinRange = lambda *args: None
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleWidget"):
+        setattr(base, name, type(name, (), {"__init__": lambda self, *args: None}))
+    base.ScriptedLoadableModuleTest = unittest.TestCase
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {})
+    stubs = {"slicer": slicer, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
+             "slicer.ScriptedLoadableModule": base, "slicer.util": util, "qt": types.ModuleType("qt"),
+             "vtk": types.ModuleType("vtk")}
+    for name, stub in stubs.items():
+        monkeypatch.setitem(sys.modules, name, stub)
+    spec = importlib.util.spec_from_file_location("REACTKD_under_test", MODULE_FILE)
+    namespace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(namespace)
+    calls = []
+    test_class = namespace.REACTKDTest
+    for step in ("test_catalogue_lists_shipped_model", "test_sample_case_segments_found", "test_classify_sample_case"):
+        monkeypatch.setattr(test_class, step, lambda self, step=step: calls.append(step))
+    monkeypatch.setattr(test_class, "delayDisplay", lambda self, text: None, raising=False)
+    return namespace, calls
+
+
+def run_self_test(namespace) -> unittest.TestResult:
+    result = unittest.TestResult()
+    namespace.REACTKDTest("runTest").run(result)
+    return result
+
+
+def test_without_torch_classification_is_skipped_with_its_reason(module, monkeypatch):
+    namespace, calls = module
+    monkeypatch.setattr(dependencies, "install_plan", lambda kind: InstallPlan(kind, "missing", ["monai==1.6.1"]))
+    result = run_self_test(namespace)
+    assert result.wasSuccessful() and not result.errors and not result.failures
+    assert len(result.skipped) == 1 and "PyTorch" in result.skipped[0][1] and "monai==1.6.1" in result.skipped[0][1]
+    assert calls == ["test_catalogue_lists_shipped_model", "test_sample_case_segments_found"]
+
+
+def test_with_everything_installed_the_classification_runs(module, monkeypatch):
+    namespace, calls = module
+    monkeypatch.setattr(dependencies, "install_plan", lambda kind: InstallPlan(kind, None, []))
+    result = run_self_test(namespace)
+    assert result.wasSuccessful() and not result.skipped
+    assert calls[-1] == "test_classify_sample_case"
+
+
+def test_old_slicer_message_comes_from_the_module(module, monkeypatch):
+    namespace, _ = module
+    sys.modules["slicer"].app.minorVersion = 8
+    assert "5.10 or newer" in namespace.unsupportedSlicer()
+    sys.modules["slicer"].app.minorVersion = 10
+    assert namespace.unsupportedSlicer() is None or sys.version_info < (3, 10)
