@@ -144,6 +144,35 @@ def test_tumour_wins_where_the_liver_segment_covers_it(headless, case):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), labels)
 
 
+def test_segments_under_a_transform_are_read_where_slicer_shows_them(headless, case):
+    """The segment is resampled through the transform between segmentation and CT, as Slicer's own export
+    does (the oracle here), without adding nodes to the user's scene."""
+    import vtk
+
+    ct = add_volume(headless.scene, case.ct, "CT")
+    labels = sitk.GetArrayFromImage(case.mask)
+    segmentation = segmentation_with(headless.scene, ct, {"liver": labels >= 1, "tumour": labels == 2})
+    shift = headless.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for axis, mm in enumerate((4.3, -3.1, 5.2)):
+        matrix.SetElement(axis, 3, mm)
+    shift.SetMatrixTransformToParent(matrix)
+    segmentation.SetAndObserveTransformNodeID(shift.GetID())
+    before = node_ids(headless.scene)
+    mask = sitk.GetArrayFromImage(inputs_from_nodes(ct, segmentation)["mask"])
+    assert node_ids(headless.scene) == before
+    export = headless.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentation.GetSegmentation().GetSegmentIdBySegmentName("tumour"))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, export, ct)
+    expected = volume_array(export) > 0
+    assert not np.array_equal(mask == 2, labels == 2)  # the transform moved it
+    assert np.mean((mask == 2) != expected) < 1e-4
+    ct.SetAndObserveTransformNodeID(shift.GetID())
+    with pytest.raises(ReactKDError, match="harden the transform"):  # a CT under a transform is refused
+        inputs_from_nodes(ct, segmentation)
+
+
 def test_label_map_on_a_cropped_grid_is_resampled_onto_the_ct(headless, case):
     labels = sitk.GetArrayFromImage(case.mask)
     z, y, x = (np.nonzero(labels)[axis] for axis in range(3))

@@ -29,7 +29,7 @@ from .overlays import (
     show_attention,
 )
 from .region_graph import add_region_graph
-from .volumes import add_volume, volume_array, volume_to_image
+from .volumes import add_volume, volume_to_image
 
 LIVER_WORDS = frozenset({"liver"})
 TUMOUR_WORDS = frozenset({"tumour", "tumor", "mass", "lesion", "tumours", "tumors", "masses", "lesions"})
@@ -73,29 +73,45 @@ def find_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode | None) -
 
 def _segment_mask(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str, role: str,
                   ct_node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
-    """Boolean (z, y, x) mask of one segment resampled onto the CT grid."""
+    """Boolean (z, y, x) mask of one segment resampled onto the CT grid (through any transforms between the
+    two), without adding a single node to the user's scene."""
     segmentation = segmentation_node.GetSegmentation()
     segment = segmentation.GetSegment(segment_id)
     if segment is None:
         raise MaskError(f"segmentation {segmentation_node.GetName()!r} has no segment with ID {segment_id!r} "
                         f"(pick the {role} segment again)")
-    scene = segmentation_node.GetScene()
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    # A temporary label map on the CT geometry. Export also adds a display node and a colour table;
-    # everything that appears during the export is removed again, whatever happens.
-    before = _node_ids(scene)
-    try:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__REACTKD_export__")
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, ids, labelmap, ct_node):
-            raise MaskError(f"{role} segment {segment.GetName()!r} could not be exported onto the CT grid")
-        mask = volume_array(labelmap) > 0
-    finally:
-        for node_id in _node_ids(scene) - before:
-            node = scene.GetNodeByID(node_id)
-            if node is not None:
-                scene.RemoveNode(node)
+    binary = slicer.vtkOrientedImageData()
+    if not slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+            segmentation_node, segment_id, binary):
+        raise MaskError(f"{role} segment {segment.GetName()!r} has no labelmap to read")
+    reference = slicer.vtkOrientedImageData()
+    reference.SetExtent(ct_node.GetImageData().GetExtent())
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    ct_node.GetIJKToRASMatrix(ijk_to_ras)
+    reference.SetImageToWorldMatrix(ijk_to_ras)
+    # The labelmap comes in world coordinates (the segmentation's transforms applied); the CT grid is in its
+    # own node's frame.
+    to_ct = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, ct_node.GetParentTransformNode(), to_ct)
+    resampled = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            binary, reference, resampled, False, False, to_ct):
+        raise MaskError(f"{role} segment {segment.GetName()!r} could not be resampled onto the CT grid")
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    # The resampled image may cover only part of the CT's extent: place it by its extent.
+    x0, x1, y0, y1, z0, z1 = ct_node.GetImageData().GetExtent()
+    mask = np.zeros((z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1), dtype=bool)
+    scalars = resampled.GetPointData().GetScalars()
+    if scalars is not None and scalars.GetNumberOfTuples():
+        e = resampled.GetExtent()
+        # Segments may share one labelmap layer: this one is its own label value there.
+        part = vtk_to_numpy(scalars).reshape((e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)) == \
+            segment.GetLabelValue()
+        zs, ys, xs = (slice(max(lo, low), min(hi, high) + 1) for lo, hi, low, high in
+                      ((e[4], e[5], z0, z1), (e[2], e[3], y0, y1), (e[0], e[1], x0, x1)))
+        mask[zs.start - z0:zs.stop - z0, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = \
+            part[zs.start - e[4]:zs.stop - e[4], ys.start - e[2]:ys.stop - e[2], xs.start - e[0]:xs.stop - e[0]]
     if not mask.any():
         raise MaskError(f"{role} segment {segment.GetName()!r} is empty where the CT is; check that the "
                         "segmentation belongs to this CT")
