@@ -194,9 +194,9 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.ctVolume:
-            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            ctVolumes = [node for node in volumes if not node.IsA("vtkMRMLLabelMapVolumeNode")]
-            self._parameterNode.ctVolume = ctVolumes[0] if ctVolumes else None
+            from reactkd.scene.module_logic import pick_ct_volume
+
+            self._parameterNode.ctVolume = pick_ct_volume(slicer.mrmlScene)
         if not self._parameterNode.segmentation and not self._parameterNode.labelMapVolume:
             self._parameterNode.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
         if not self._parameterNode.modelName and self.ui.modelComboBox.count:

@@ -25,6 +25,7 @@ from reactkd.scene.module_logic import (  # noqa: E402
     apply_result,
     find_segment_ids,
     inputs_from_nodes,
+    pick_ct_volume,
     remove_result,
     set_attention_display,
     set_graph_visible,
@@ -134,6 +135,18 @@ def test_inputs_from_segmentation_reproduce_the_label_map(headless, case):
         np.testing.assert_allclose(inputs[key].GetDirection(), case.ct.GetDirection(), atol=1e-9)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(inputs["ct"]), sitk.GetArrayFromImage(case.ct))
     assert inputs["pet_fdg"].GetSize() == case.pet_fdg.GetSize() and inputs["pet_act"] is None
+
+
+def test_ct_picker_prefers_the_ct_over_a_pet_loaded_first(headless, case):
+    assert pick_ct_volume(headless.scene) is None
+    add_volume(headless.scene, case.pet_fdg, "FDG PET")
+    add_volume(headless.scene, case.mask, "labels", labelmap=True)
+    hounsfield = add_volume(headless.scene, case.ct, "series 3")
+    assert pick_ct_volume(headless.scene) is hounsfield  # reaches air (HU < -200), a PET never does
+    named = add_volume(headless.scene, case.pet_act, "CT abdomen")
+    assert pick_ct_volume(headless.scene) is named
+    add_volume(headless.scene, case.ct, "PET CT fused")
+    assert pick_ct_volume(headless.scene) is named
 
 
 def test_tumour_wins_where_the_liver_segment_covers_it(headless, case):

@@ -71,6 +71,22 @@ def find_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode | None) -
     return (min(liver)[2] if liver else None), (min(tumour)[2] if tumour else None)
 
 
+def pick_ct_volume(scene) -> slicer.vtkMRMLScalarVolumeNode | None:
+    """The scalar volume most likely to be the CT, for the CT picker's first guess: not a label map; a
+    name with the word CT (and not PET/FDG/acetate) first, then a volume whose values reach below -200 (air in
+    Hounsfield units; a PET never does), then the first volume."""
+    volumes = [node for node in (scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+               if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetImageData() is not None]
+
+    def score(node) -> tuple[int, int]:
+        words = _name_words(node.GetName())
+        named = int("ct" in words and not words & {"pet", "fdg", "acetate", "act", "suv"})
+        return named, int(node.GetImageData().GetScalarRange()[0] < -200)
+
+    return max(volumes, key=score) if volumes else None  # max keeps the first among equals
+
+
 def _segment_mask(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str, role: str,
                   ct_node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
     """Boolean (z, y, x) mask of one segment resampled onto the CT grid (through any transforms between the
