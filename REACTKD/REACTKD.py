@@ -523,6 +523,23 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
         """Blocking classification (for scripts and tests), in the same inference process."""
         return self.inferenceProcess().classify(inputs, modelDir, device, timeout)
 
+    def classifyAll(self, source, outDir, modelDir=None, device="auto", progress=None, wait=True):
+        """Grade every case of a manifest CSV, or of a folder of case folders (case/ct.nii.gz, case/mask.nii.gz,
+        optional pet_fdg, pet_act), into outDir/results.csv and outDir/cases/<case>/, in a child process.
+        `progress` gets one event per case on this thread. With ``wait=False`` the RunHandle is returned at once:
+        call its ``dispatch()`` to deliver events, ``cancel()`` to stop; a rerun resumes."""
+        from pathlib import Path
+
+        from reactkd.inference.batch import manifest_from_folder, start_batch
+
+        manifest = Path(source)
+        if manifest.is_dir():
+            manifest = manifest_from_folder(manifest, Path(outDir) / "manifest.csv")
+        handle = start_batch(manifest, outDir, modelDir, device, progress)
+        if wait:
+            handle.wait(poll=slicer.app.processEvents)
+        return handle
+
     def showResult(self, ctNode, result, segmentationNode=None, attentionKind="CBAM", opacity=0.5, showGraph=True):
         """Show `result` in the scene; the previous result is replaced only once this one is in place."""
         from reactkd.scene.module_logic import apply_result, remove_result

@@ -262,3 +262,13 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = CANCEL_GRACE_
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGKILL)  # whatever ignored SIGTERM, or outlived its parent
     process.wait()
+
+
+def start_reactkd(argv: list[str], progress: ProgressCallback | None = None, callbacks_in_thread: bool = True,
+                  on_exit: Callable[[RunHandle], None] | None = None, env: dict[str, str] | None = None) -> RunHandle:
+    """Start `argv` (e.g. ``[PythonSlicer, "-m", "reactkd", "classify", ...]``) in its own process group with
+    the ``reactkd`` environment; its JSON lines arrive as events on the returned handle."""
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, encoding="utf-8", errors="replace", bufsize=1, env=child_env(env),
+                               **new_group_options())
+    return RunHandle(process, progress, callbacks_in_thread, on_exit)

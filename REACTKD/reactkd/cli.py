@@ -76,11 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--folds", type=_positive_int, default=3)
     evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
 
-    classify = sub.add_parser("classify", help="grade one case and write result, attention maps, graph, scene")
-    classify.add_argument("--ct", required=True, type=Path)
+    classify = sub.add_parser("classify", help="grade one case (or every case of a manifest) and write result, "
+                              "attention maps, graph, scene")
+    sources = classify.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--ct", type=Path)
+    sources.add_argument("--manifest", type=Path, help="grade every case of this CSV (columns case_id, ct, mask; "
+                         "pet_fdg, pet_act optional) into --out/results.csv and --out/cases/<case_id>/")
     classify.add_argument("--pet-fdg", type=Path)
     classify.add_argument("--pet-act", type=Path)
-    masks = classify.add_mutually_exclusive_group(required=True)
+    masks = classify.add_mutually_exclusive_group()
     masks.add_argument("--mask", type=Path, help="label map: 0 background, 1 liver, 2 tumour")
     masks.add_argument("--liver", type=Path, help="binary liver mask (use with --tumor)")
     classify.add_argument("--tumor", "--tumour", dest="tumor", type=Path)
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--out", required=True, type=Path)
     classify.add_argument("--device", choices=DEVICES, default="auto")
     classify.add_argument("--no-render", action="store_true", help="skip overview.png and scene.mrb")
+    classify.add_argument("--progress", choices=("auto", "json", "none"), default="auto",
+                          help="with --manifest: a line per case (auto) or one JSON event per case (json)")
 
     ldct = sub.add_parser("simulate-ldct", help="simulate a low-dose CT from a full-dose CT")
     ldct.add_argument("--ct", required=True, type=Path)
@@ -147,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from .evaluation.cli import run_evaluate
             run_evaluate(args)
+        elif args.command == "classify" and args.manifest is not None:
+            if args.mask or args.liver or args.tumor or args.pet_fdg or args.pet_act:
+                raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --liver, "
+                                   "--tumor, --pet-fdg and --pet-act")
+            from .inference.batch import run_classify_batch
+            return run_classify_batch(args)
         elif args.command == "classify":
+            if args.mask is None and args.liver is None:
+                raise ReactKDError("classify needs --mask (or --liver with --tumor) with --ct")
             from .inference.cli import run_classify
             run_classify(args)
         elif args.command == "demo":

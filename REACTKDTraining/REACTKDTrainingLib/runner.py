@@ -11,7 +11,6 @@ stderr for bad input. Process handling (own process group, cancel of the whole t
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from reactkd.child_process import (  # noqa: F401 - re-exported for the module a
     new_group_options,
     reactkd_search_path,
     slicer_python_executable,
+    start_reactkd,
 )
 from reactkd.errors import ConfigError, ReactKDError
 
@@ -60,10 +60,7 @@ class TrainingRunner:
         their stdout lines then arrive as ``{"event": "log", "message": line}``."""
         prefix = list(command or self.command or [python or self.python or sys.executable, "-m", "reactkd"])
         argv = [*prefix, *map(str, args), *(["--progress", "json"] if json_progress else [])]
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
-                                   bufsize=1, env=child_env(self.env), **new_group_options())
-        handle = RunHandle(process, progress, self.callbacks_in_thread, on_exit)
+        handle = start_reactkd(argv, progress, self.callbacks_in_thread, on_exit, self.env)
         if wait:
             handle.wait()
         return handle
