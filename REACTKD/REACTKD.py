@@ -157,6 +157,7 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.openModelFolderButton.connect("clicked(bool)", self.onOpenModelFolder)
         self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
         self.ui.classifyButton.connect("clicked(bool)", self.onClassify)
+        self.ui.totalSegmentatorButton.connect("clicked(bool)", self.onTotalSegmentator)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportJsonButton.connect("clicked(bool)", self.onExportJson)
         self.ui.screenshotButton.connect("clicked(bool)", self.onScreenshot)
@@ -336,6 +337,32 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.forgetModel(entry.path)
             self.populateModels()
             self._parameterNode.modelName = self.ui.modelComboBox.itemData(0) or ""
+
+    def onTotalSegmentator(self):
+        """Segment liver and tumour with the TotalSegmentator extension and select the result."""
+        from reactkd.scene.module_logic import TOTALSEG_MISSING, segment_with_totalsegmentator
+
+        ctNode = self._parameterNode.ctVolume
+        if ctNode is None:
+            slicer.util.errorDisplay(_("Select the CT first."), windowTitle="REACT-KD")
+            return
+        if not hasattr(slicer.modules, "totalsegmentator"):
+            slicer.util.infoDisplay(TOTALSEG_MISSING, windowTitle="REACT-KD")
+            return
+        from TotalSegmentator import TotalSegmentatorLogic
+
+        totalsegLogic = TotalSegmentatorLogic()
+        if self._reportErrors(lambda: totalsegLogic.setupPythonRequirements() or True) is None:
+            return
+        self.ui.statusLabel.text = _("TotalSegmentator is running (minutes on a CPU)...")
+        with slicer.util.WaitCursor():
+            segmentation = self._reportErrors(lambda: segment_with_totalsegmentator(ctNode, totalsegLogic))
+        self.ui.statusLabel.text = ""
+        if segmentation is not None:
+            self._parameterNode.labelMapVolume = None
+            self._parameterNode.segmentation = segmentation
+            slicer.util.infoDisplay(_("Liver and tumour segmented. Check them (Segment Editor) before you classify."),
+                                    windowTitle="REACT-KD")
 
     # -------------------------------------------------------------------------------------- classify
     def onClassify(self):

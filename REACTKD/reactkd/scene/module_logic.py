@@ -32,7 +32,8 @@ from .region_graph import add_region_graph
 from .volumes import add_volume, volume_to_image
 
 LIVER_WORDS = frozenset({"liver"})
-TUMOUR_WORDS = frozenset({"tumour", "tumor", "mass", "lesion", "tumours", "tumors", "masses", "lesions"})
+TUMOUR_WORDS = frozenset({"tumour", "tumor", "mass", "lesion", "tumours", "tumors", "masses", "lesions",
+                          "neoplasm", "neoplasms"})  # TotalSegmentator's standard names: "liver lesion", "neoplasm"
 #: Attention kind shown in the GUI -> attribute of ClassificationResult holding the map.
 ATTENTION_KINDS = {"CBAM": "attention_cbam", "Grad-CAM": "attention_gradcam"}
 RESULT_ATTRIBUTE = "REACTKD.result"
@@ -50,7 +51,7 @@ def _name_words(name: str) -> set[str]:
 def find_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode | None) -> tuple[str | None, str | None]:
     """(liver segment ID, tumour segment ID) picked by segment name, None where no name fits.
 
-    A segment is a tumour when a word of its name is tumour, tumor, mass or lesion (singular or plural),
+    A segment is a tumour when a word of its name is tumour, tumor, mass, lesion or neoplasm (singular or plural),
     so "Liver tumor 1" is a tumour; it is the liver when a word is "liver" and it is not a tumour. An exact
     name ("liver", "tumour") beats a longer one; among equals the first segment wins.
     """
@@ -199,6 +200,46 @@ def inputs_from_nodes(ct_node, segmentation_node=None, liver_segment_id: str | N
     pets = {name: (volume_to_image(node) if node is not None else None)
             for name, node in (("pet_fdg", pet_fdg_node), ("pet_act", pet_act_node))}
     return {"ct": ct, "mask": mask, **pets}
+
+
+# -------------------------------------------------------------------------------------- TotalSegmentator
+#: TotalSegmentator tasks (its Slicer extension) that give the liver, and the liver tumours (added 2026-03).
+TOTALSEG_LIVER_TASK, TOTALSEG_LIVER_SUBSET, TOTALSEG_TUMOUR_TASK = "total", ["liver"], "liver_lesions"
+TOTALSEG_MISSING = ("Segmentation by TotalSegmentator needs its extension: install TotalSegmentator from the "
+                    "Extensions Manager (it brings PyTorch and NNUNet), restart Slicer, then try again. Or draw the "
+                    "liver and tumour in Segment Editor.")
+
+
+def segment_with_totalsegmentator(ct_node, totalseg_logic, cpu: bool = False) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation of `ct_node` with TotalSegmentator's liver (task "total", liver only, fast) and its
+    liver lesions (task "liver_lesions") as segments, ready for `find_segment_ids`.
+
+    `totalseg_logic` is a TotalSegmentatorLogic (its requirements already set up). Its `process` blocks while it
+    runs. The lesion task's own node is merged and removed. If that TotalSegmentator lacks the lesion task, the
+    liver segmentation is kept and MaskError says how to add the tumour.
+    """
+    scene = ct_node.GetScene()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{ct_node.GetName()} TotalSegmentator")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
+    try:
+        # quality as the third positional argument: a bool before TotalSegmentator's 2026 update, "fast" after.
+        totalseg_logic.process(ct_node, segmentation, True, cpu=cpu, task=TOTALSEG_LIVER_TASK,
+                               subset=TOTALSEG_LIVER_SUBSET)
+    except BaseException:
+        scene.RemoveNode(segmentation)
+        raise
+    if TOTALSEG_TUMOUR_TASK not in getattr(totalseg_logic, "tasks", {}):
+        raise MaskError("this TotalSegmentator has no liver lesion task (update the extension: it came with "
+                        "TotalSegmentator 2.13); the liver is segmented, draw the tumour in Segment Editor")
+    lesions = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "__REACTKD_lesions__")
+    try:
+        totalseg_logic.process(ct_node, lesions, False, cpu=cpu, task=TOTALSEG_TUMOUR_TASK)
+        source = lesions.GetSegmentation()
+        for index in range(source.GetNumberOfSegments()):
+            segmentation.GetSegmentation().CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
+    finally:
+        scene.RemoveNode(lesions)
+    return segmentation
 
 
 # ----------------------------------------------------------------------------------------------- results
