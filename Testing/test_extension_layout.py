@@ -25,7 +25,8 @@ _spec.loader.exec_module(sources)
 HEAVY = {"torch", "torchvision", "monai", "ot", "einops", "safetensors", "sklearn", "matplotlib", "yaml", "tqdm"}
 MODULE_FILES = [REPO / "REACTKD/REACTKD.py", REPO / "REACTKDTraining/REACTKDTraining.py"]
 #: Imported by the module files at start-up or widget setup.
-LIGHT_FILES = MODULE_FILES + sorted((REPO / "REACTKDTraining/REACTKDTrainingLib").glob("*.py")) + [
+LIGHT_FILES = MODULE_FILES + sorted((REPO / "REACTKDTraining/REACTKDTrainingLib").glob("*.py")) + sorted(
+    (REPO / "REACTKD/REACTKDLib").glob("*.py")) + [
     REPO / "REACTKD/reactkd" / name for name in ("__init__.py", "errors.py", "atomic.py", "catalog.py")]
 #: Fields allowed by slicer-extension-catalog-entry-schema-v1.0.1.json (additionalProperties: false).
 CATALOG_FIELDS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
@@ -50,7 +51,8 @@ def test_cmake_lists_are_up_to_date():
     assert not problems, "\n".join(problems) + "\nrun: python Resources/update_cmake_sources.py"
 
 
-@pytest.mark.parametrize("module, package", [("REACTKD", "reactkd"), ("REACTKDTraining", "REACTKDTrainingLib")])
+@pytest.mark.parametrize("module, package", [("REACTKD", "reactkd"), ("REACTKD", "REACTKDLib"),
+                                             ("REACTKDTraining", "REACTKDTrainingLib")])
 def test_every_package_py_is_listed_and_every_listed_file_exists(module, package):
     text = (REPO / module / "CMakeLists.txt").read_text()
     scripts, resources = sources.listed(text, "SCRIPTS"), sources.listed(text, "RESOURCES")
@@ -218,6 +220,8 @@ def test_module_files_follow_the_scripted_module_shape(path):
     tree = ast.parse(path.read_text())
     name = path.stem
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    classes |= {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith(f"{name}Lib") for alias in node.names}  # e.g. REACTKDLib.logic
     assert {name, f"{name}Widget", f"{name}Logic", f"{name}Test"} <= classes
     runs_code = [ast.unparse(node)[:60] for node in tree.body if not isinstance(
         node, ast.Import | ast.ImportFrom | ast.ClassDef | ast.FunctionDef | ast.Assign | ast.Expr)

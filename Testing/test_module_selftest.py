@@ -43,6 +43,9 @@ def module(monkeypatch):
              "vtk": types.ModuleType("vtk")}
     for name, stub in stubs.items():
         monkeypatch.setitem(sys.modules, name, stub)
+    monkeypatch.syspath_prepend(str(MODULE_FILE.parent))
+    for name in ("REACTKDLib", "REACTKDLib.logic", "REACTKDLib.self_test"):  # fresh, against these stand-ins
+        monkeypatch.delitem(sys.modules, name, raising=False)
     spec = importlib.util.spec_from_file_location("REACTKD_under_test", MODULE_FILE)
     namespace = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(namespace)
