@@ -24,6 +24,7 @@ ROOT = HERE.parent
 
 CPU_COMMANDS = {
     "classify": ["bench_classify.py"],
+    "inference_process": ["bench_inference_process.py"],
     "scaling": ["bench_scaling.py"],
     "train_step": ["bench_train_step.py", "--device", "cpu", "--grid", "32", "64", "64", "--teacher-size", "12",
                    "--batch", "1", "--steps", "1"],

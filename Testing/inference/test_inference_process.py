@@ -176,3 +176,24 @@ def test_classifier_cache_loads_each_model_and_device_once(tmp_path):
     assert cache.get(tmp_path / "a", "cpu") is not first and cache.get(tmp_path / "b", "auto") is not first
     assert [device for _, device in built] == ["auto", "cpu", "auto"]
     assert cache.is_loaded(str(tmp_path / "a"), "CPU") and not cache.is_loaded(tmp_path / "c", "cpu")
+
+
+def test_maps_travel_as_their_non_zero_box_and_come_back_on_the_ct_grid(tmp_path):
+    from reactkd.inference.outputs import _onto, nonzero_box
+
+    ct, _, _ = make_case()
+    values = np.zeros(sitk.GetArrayViewFromImage(ct).shape, dtype=np.float32)
+    values[5:9, 10:20, 30:33] = np.random.default_rng(0).random((4, 10, 3)).astype(np.float32) + 0.1
+    attention = sitk.GetImageFromArray(values)
+    attention.CopyInformation(ct)
+    box = nonzero_box(attention)
+    assert box.GetSize() == (3, 10, 4)
+    back = _onto(box, ct, "map")
+    assert Geometry.of(back).same_as(Geometry.of(ct), tol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), values)
+    empty = nonzero_box(attention * 0)
+    assert empty.GetSize() == (1, 1, 1) and not sitk.GetArrayViewFromImage(_onto(empty, ct, "map")).any()
+    shifted = sitk.Image(box)
+    shifted.SetOrigin([o + 0.37 for o in box.GetOrigin()])  # between voxels: not a box of the grid
+    with pytest.raises(ReactKDError, match="not a box of the CT grid"):
+        _onto(shifted, ct, "map")

@@ -11,11 +11,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..atomic import write_text_atomic
 from ..errors import ReactKDError
-from ..io import read_image, write_image
+from ..io import Geometry, read_image, write_image
 from .classifier import ClassificationResult
 
 OUTPUT_FILES = ("result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
@@ -24,15 +25,21 @@ OUTPUT_FILES = ("result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", 
 
 def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Image, mask: sitk.Image,
                   pet_fdg: sitk.Image | None = None, pet_act: sitk.Image | None = None,
-                  render: bool = True) -> dict[str, Path]:
-    """Write result.json, the two attention maps, graph.json and (if render) overview.png and scene.mrb."""
+                  render: bool = True, transfer: bool = False) -> dict[str, Path]:
+    """Write result.json, the two attention maps, graph.json and (if render) overview.png and scene.mrb.
+
+    `transfer=True` is for outputs read back at once by `read_outputs(..., reference=ct)` (the inference
+    process): each map is cropped to the box of its non-zero voxels (the liver region) and left uncompressed,
+    which cuts what is written and read for a full-size CT about tenfold."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".reactkd-out-", dir=out_dir))
     try:
         # Level 1: the maps are zero outside the liver box, so it compresses almost as well as the default, 1.5x faster.
-        write_image(result.attention_cbam, staging / "attention_cbam.nrrd", level=1)
-        write_image(result.attention_gradcam, staging / "attention_gradcam.nrrd", level=1)
+        for name in ("attention_cbam", "attention_gradcam"):
+            image = getattr(result, name)
+            write_image(nonzero_box(image) if transfer else image, staging / f"{name}.nrrd", compress=not transfer,
+                        level=1)
         write_text_atomic(staging / "graph.json", json.dumps(result.graph, indent=1) + "\n")
         if render:
             import time
@@ -53,14 +60,51 @@ def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Im
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_outputs(out_dir: str | Path) -> ClassificationResult:
+def nonzero_box(image: sitk.Image) -> sitk.Image:
+    """The smallest sub-image holding every non-zero voxel (one voxel when there is none); same grid."""
+    array = sitk.GetArrayViewFromImage(image)
+    nonzero = [np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(index) == 0 for index in nonzero):
+        return sitk.RegionOfInterest(image, [1, 1, 1], [0, 0, 0])
+    start_zyx = [int(index[0]) for index in nonzero]
+    size_zyx = [int(index[-1]) - begin + 1 for index, begin in zip(nonzero, start_zyx)]
+    return sitk.RegionOfInterest(image, size_zyx[::-1], start_zyx[::-1])
+
+
+def _onto(map_image: sitk.Image, reference: sitk.Image, name: str) -> sitk.Image:
+    """`map_image` (a box of `reference`'s grid) pasted into zeros on the whole reference grid."""
+    if map_image.GetSize() == reference.GetSize() and Geometry.of(map_image).same_as(Geometry.of(reference), tol=1e-4):
+        return map_image
+    index = reference.TransformPhysicalPointToContinuousIndex(map_image.GetOrigin())
+    start = [int(round(i)) for i in index]
+    box = Geometry.of(map_image)
+    fits = all(abs(i - s) < 1e-3 for i, s in zip(index, start)) and all(
+        0 <= s and s + n <= total for s, n, total in zip(start, map_image.GetSize(), reference.GetSize()))
+    if not fits or not np.allclose(box.spacing, reference.GetSpacing(), rtol=1e-5) or \
+            not np.allclose(box.direction, reference.GetDirection(), atol=1e-6):
+        raise ReactKDError(f"{name} is not a box of the CT grid")
+    full = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.float32)
+    x, y, z = start
+    nx, ny, nz = map_image.GetSize()
+    full[z:z + nz, y:y + ny, x:x + nx] = sitk.GetArrayViewFromImage(map_image)
+    image = sitk.GetImageFromArray(full)
+    image.CopyInformation(reference)
+    return image
+
+
+def read_outputs(out_dir: str | Path, reference: sitk.Image | None = None) -> ClassificationResult:
     """The ClassificationResult a `write_outputs` folder holds (result.json, both maps, graph.json): how the
-    Slicer module receives what its inference process computed."""
+    Slicer module receives what its inference process computed. Maps written with ``transfer=True`` come back
+    on the whole grid of `reference` (the CT)."""
     out_dir = Path(out_dir)
     try:
         summary = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
         graph = json.loads((out_dir / "graph.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReactKDError(f"classification outputs in {out_dir} are unreadable ({exc})") from None
-    return ClassificationResult.from_json(summary, read_image(out_dir / "attention_cbam.nrrd", name="CBAM map"),
-                                          read_image(out_dir / "attention_gradcam.nrrd", name="Grad-CAM map"), graph)
+    maps = {}
+    for name, label in (("attention_cbam", "CBAM map"), ("attention_gradcam", "Grad-CAM map")):
+        maps[name] = read_image(out_dir / f"{name}.nrrd", name=label)
+        if reference is not None:
+            maps[name] = _onto(maps[name], reference, label)
+    return ClassificationResult.from_json(summary, maps["attention_cbam"], maps["attention_gradcam"], graph)

@@ -210,7 +210,7 @@ class InferenceProcess:
             raise ReactKDError(reply.get("message") or "the inference process gave no result")
         request.stage, request.fraction = "reading outputs", 0.95
         request.model_was_loaded = bool(reply.get("model_was_loaded"))
-        result = read_outputs(reply["out"])
+        result = read_outputs(reply["out"], reference=inputs["ct"])
         self.loaded[(str(model_dir), device)] = result.device
         return result
 
@@ -281,15 +281,24 @@ class InferenceProcess:
 
     def _session_dir(self) -> Path:
         if self._session is None or not self._session.is_dir():
-            remove_stale_sessions()
-            self._session = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-"))
+            for root in session_roots():
+                remove_stale_sessions(root)
+            self._session = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-", dir=session_roots()[0]))
         return self._session
 
 
-def remove_stale_sessions(root: str | os.PathLike | None = None) -> list[Path]:
+def session_roots() -> list[Path]:
+    """Where request files go, best first: memory-backed /dev/shm (a full-size CT and two maps, a few hundred MB,
+    live there for about a second), else the temporary folder."""
+    shm = Path("/dev/shm")
+    fast = [shm] if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else []
+    return [*fast, Path(tempfile.gettempdir())]
+
+
+def remove_stale_sessions(root: str | os.PathLike) -> list[Path]:
     """Delete session folders left by a Slicer that was killed (its process id no longer runs)."""
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(SESSION_PREFIX + "*"):
+    for folder in Path(root).glob(SESSION_PREFIX + "*"):
         match = re.match(re.escape(SESSION_PREFIX) + r"(\d+)-", folder.name)
         if match is None or not folder.is_dir() or _pid_alive(int(match.group(1))):
             continue

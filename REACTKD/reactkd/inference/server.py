@@ -18,7 +18,8 @@ events (stdout)::
     {"event": "error", "id": 1, "message": "mask has no tumour voxels"}
 
 The result folder holds what `reactkd classify --no-render` writes (result.json, both attention maps,
-graph.json); `outputs.read_outputs` turns it back into a ClassificationResult. A bad request or bad input
+graph.json), with each map cropped to its non-zero box; `outputs.read_outputs(folder, reference=ct)` turns it
+back into a ClassificationResult on the CT grid. A bad request or bad input
 gives an error event and the process keeps serving; anything printed by libraries goes to stderr.
 """
 
@@ -101,7 +102,7 @@ def classify_request(request: dict, cache: ClassifierCache, send) -> None:
     stage("classifying")
     result = classifier.classify(ct, mask, pets["pet_fdg"], pets["pet_act"])
     stage("writing outputs")
-    write_outputs(result, out, ct, mask, pets["pet_fdg"], pets["pet_act"], render=False)
+    write_outputs(result, out, ct, mask, pets["pet_fdg"], pets["pet_act"], render=False, transfer=True)
     send({"event": "result", "id": rid, "out": str(out), "model_was_loaded": was_loaded})
 
 
