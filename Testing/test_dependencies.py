@@ -138,7 +138,8 @@ def test_old_slicer_gets_a_message_not_a_traceback():
     assert unsupported_slicer(5, 10, (3, 9)) is not None
 
 
-@pytest.mark.parametrize("relative", ["REACTKD/REACTKD.py", "REACTKD/REACTKDLib/logic.py", "REACTKDTraining/REACTKDTraining.py",
+@pytest.mark.parametrize("relative", ["REACTKD/REACTKD.py", "REACTKD/REACTKDLib/logic.py", "REACTKD/REACTKDLib/self_test.py",
+                                      "REACTKDTraining/REACTKDTraining.py",
                                       "REACTKD/reactkd/__init__.py", "REACTKD/reactkd/dependencies.py",
                                       "REACTKD/reactkd/errors.py"])
 def test_what_an_old_slicer_imports_first_parses_on_python_3_9(relative):
