@@ -229,6 +229,9 @@ def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(c
     meta.update(name="real", version="1", class_names=list(reactkd.CLASS_NAMES), input_modalities=["ct"],
                 sha256=packaging.sha256_of(pkg / "model.safetensors"))
     (pkg / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelPackageError, match="reactkd seal"):  # unsealed metadata is refused
+        cat.register(pkg)
+    packaging.seal_package(pkg)
     assert cat.register(pkg).sha256 == meta["sha256"]
     tampered = pkg / "model.safetensors"
     tampered.write_bytes(tampered.read_bytes()[:-4] + b"\x00\x00\x80\x7f")

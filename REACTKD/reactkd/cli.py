@@ -1,4 +1,4 @@
-"""Command line: `reactkd synth|train|evaluate|classify|simulate-ldct|demo|serve` (contract in PRODUCT.md).
+"""Command line: `reactkd synth|train|evaluate|classify|simulate-ldct|demo|serve|seal` (contract in PRODUCT.md).
 
 Exit 0 on success; for bad input exit 2 with one `error: ...` line on stderr and no traceback. Heavy modules
 are imported inside the handlers so `reactkd --help` stays fast.
@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     ldct.add_argument("--seed", type=int, default=0)
     ldct.add_argument("--device", choices=DEVICES, default="cpu")
 
+    seal = sub.add_parser("seal", help="seal a model package's metadata with a new checksum (after a reviewed edit "
+                          "of metadata.json, or for a package saved before metadata checksums)")
+    seal.add_argument("--model", required=True, type=Path)
+
     sub.add_parser("serve", help="persistent classification process: JSON-line requests on stdin, events on "
                    "stdout (used by the Slicer module; protocol in reactkd/inference/server.py)")
 
@@ -116,6 +120,14 @@ def _run_synth(args: argparse.Namespace) -> None:
 
     manifest = write_cohort(args.out, args.cases, size=args.size, seed=args.seed)
     print(f"wrote {args.cases} cases and {manifest}")
+
+
+def _run_seal(args: argparse.Namespace) -> None:
+    from .packaging import seal_package
+
+    metadata = seal_package(args.model)
+    print(f"sealed {args.model} (metadata_sha256 {metadata['metadata_sha256'][:12]}...; classes "
+          f"{', '.join(map(str, metadata['class_names']))})")
 
 
 def _run_ldct(args: argparse.Namespace) -> None:
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .inference.server import serve
         return serve()
-    handlers = {"synth": _run_synth, "simulate-ldct": _run_ldct}
+    handlers = {"synth": _run_synth, "simulate-ldct": _run_ldct, "seal": _run_seal}
     try:
         if args.command in handlers:
             handlers[args.command](args)

@@ -2,7 +2,9 @@
 
 Loading checks the SHA-256 of the weights against the metadata before parsing them, refuses anything that is
 not a safetensors file (a pickle is never opened), and bounds the header size so a hostile file cannot make
-the parser allocate gigabytes.
+the parser allocate gigabytes. A second checksum, `metadata_sha256`, covers every metadata field (class names
+and their order, preprocessing, graph settings, calibration, the weights' checksum): whatever changes the
+answer is sealed when the package is saved (`save_package`, or `reactkd seal` after a deliberate edit).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ METADATA_FILE = "metadata.json"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 REQUIRED_KEYS = ("name", "version", "architecture", "architecture_args", "class_names", "input_modalities",
                  "preprocessing", "sha256")
+METADATA_CHECKSUM = "metadata_sha256"
 
 
 @dataclass
@@ -43,6 +46,13 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def metadata_digest(metadata: dict) -> str:
+    """SHA-256 of the metadata's canonical JSON (sorted keys, no spaces), its own checksum field left out."""
+    body = {key: value for key, value in metadata.items() if key != METADATA_CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def check_safetensors_header(path: Path) -> None:
@@ -88,6 +98,18 @@ def verify_package(model_dir: str | os.PathLike) -> dict:
     """Check files, header and checksum; return the metadata. Raises ModelPackageError on any mismatch."""
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
+    sealed = metadata.get(METADATA_CHECKSUM)
+    if sealed is None:
+        raise ModelPackageError(f"{model_dir / METADATA_FILE}: no {METADATA_CHECKSUM} (a package saved before "
+                                f"metadata checksums); check its metadata, then seal it: reactkd seal --model {model_dir}")
+    if sealed != metadata_digest(metadata):
+        raise ModelPackageError(f"{model_dir / METADATA_FILE}: metadata was changed after the package was saved "
+                                "(its checksum does not match); refusing a model whose class names or settings may "
+                                "have been altered")
+    return _verify_weights(model_dir, metadata)
+
+
+def _verify_weights(model_dir: Path, metadata: dict) -> dict:
     weights = model_dir / WEIGHTS_FILE
     if weights.is_symlink() or not weights.resolve().is_relative_to(model_dir.resolve()):
         raise ModelPackageError(f"{weights}: weights must be a regular file inside the package folder")
@@ -112,8 +134,23 @@ def save_package(model, out_dir: str | os.PathLike, metadata: dict) -> Path:
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ModelPackageError(f"cannot save a model package without {', '.join(missing)}")
-    write_text_atomic(out_dir / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _write_sealed(out_dir, metadata)
     return out_dir
+
+
+def _write_sealed(out_dir: Path, metadata: dict) -> dict:
+    metadata = {**metadata, METADATA_CHECKSUM: metadata_digest(metadata)}
+    write_text_atomic(out_dir / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return metadata
+
+
+def seal_package(model_dir: str | os.PathLike) -> dict:
+    """Seal a package's current metadata with a new `metadata_sha256` (after a deliberate, reviewed edit, or for
+    a package saved before metadata checksums). The weights must still match their checksum."""
+    model_dir = Path(model_dir)
+    metadata = read_metadata(model_dir)
+    _verify_weights(model_dir, metadata)
+    return _write_sealed(model_dir, metadata)
 
 
 def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPackage:
@@ -134,8 +171,9 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
         raise ModelPackageError(f"{model_dir}: cannot build architecture {metadata['architecture']!r} ({exc})") from None
     class_names = metadata["class_names"]
     if not isinstance(class_names, list) or len(class_names) != model.n_classes \
-            or not all(isinstance(name, str) for name in class_names):
-        raise ModelPackageError(f"{model_dir}: class_names must list {model.n_classes} class names")
+            or not all(isinstance(name, str) and name.strip() for name in class_names) \
+            or len(set(class_names)) != len(class_names):
+        raise ModelPackageError(f"{model_dir}: class_names must list {model.n_classes} different class names")
     try:
         state = load_file(str(Path(model_dir) / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError) as exc:

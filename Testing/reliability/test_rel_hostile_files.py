@@ -18,7 +18,15 @@ from rel_support import assert_one_error_line, run_cli
 from reactkd.catalog import ModelCatalog
 from reactkd.errors import ConfigError, ModelPackageError
 from reactkd.inference import Classifier
-from reactkd.packaging import METADATA_FILE, WEIGHTS_FILE, load_package, sha256_of, verify_package
+from reactkd.packaging import (
+    METADATA_CHECKSUM,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    load_package,
+    metadata_digest,
+    sha256_of,
+    verify_package,
+)
 
 
 class Payload:
@@ -45,9 +53,13 @@ def clone(package: Path, folder: Path) -> Path:
     return folder
 
 
-def set_metadata(folder: Path, **changes) -> None:
+def set_metadata(folder: Path, seal: bool = True, **changes) -> None:
+    """Edit metadata.json; with `seal` its checksum is renewed (as `reactkd seal` would), so the checks behind
+    the metadata checksum are what the test meets."""
     metadata = json.loads((folder / METADATA_FILE).read_text())
     metadata.update(changes)
+    if seal:
+        metadata[METADATA_CHECKSUM] = metadata_digest(metadata)
     (folder / METADATA_FILE).write_text(json.dumps(metadata))
 
 
@@ -221,6 +233,7 @@ METADATA_VALUE_CASES = {
     "architecture-args-not-a-mapping": ({"architecture_args": [1, 2]}, "cannot build architecture"),
     "architecture-args-unknown-key": ({"architecture_args": {"evil": 1}}, "cannot build architecture"),
     "class-names-wrong-count": ({"class_names": ["well"]}, "class_names must list 3"),
+    "class-names-duplicated": ({"class_names": ["well", "well", "poor"]}, "class_names must list 3 different"),
     "preprocessing-garbage": ({"preprocessing": {"grid": "abc"}}, "invalid preprocessing settings"),
 }
 
@@ -264,3 +277,55 @@ def test_pickle_as_training_checkpoint_is_never_unpickled(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint is unreadable"):
         load_checkpoint(folder, model, torch.optim.SGD(model.parameters(), lr=0.1), None)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- metadata checksum, non-finite outputs (issue 15.5)
+@pytest.mark.parametrize("changes", [{"class_names": ["poor", "moderate", "well"]}, {"name": "someone else's"},
+                                     {"preprocessing": {"grid": [8, 8, 8]}}, {"calibration": {"temperature": 9}}])
+def test_any_metadata_change_after_saving_is_refused(changes, tiny_package, tmp_path, capsys):
+    """Reordering class_names would flip the reported grade while the weights' checksum still matches."""
+    package = clone(tiny_package, tmp_path / "pkg")
+    set_metadata(package, seal=False, **changes)
+    for loader in LOADERS:
+        with pytest.raises(ModelPackageError, match="metadata was changed after the package was saved"):
+            _load(loader, package, tmp_path)
+    assert not (tmp_path / "home" / "models.json").exists()
+
+
+def test_unsealed_package_says_how_to_seal_and_sealing_restores_it(tiny_package, tmp_path, capsys):
+    from reactkd.cli import main
+
+    package = clone(tiny_package, tmp_path / "pkg")
+    metadata = json.loads((package / METADATA_FILE).read_text())
+    del metadata[METADATA_CHECKSUM]
+    (package / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(ModelPackageError, match=f"reactkd seal --model {package}"):
+        verify_package(package)
+    assert main(["seal", "--model", str(package)]) == 0 and "sealed" in capsys.readouterr().out
+    assert verify_package(package)["metadata_sha256"] == metadata_digest(metadata)
+    replace_weights(package, (tiny_package / WEIGHTS_FILE).read_bytes()[:-8] + bytes(8), fix_checksum=False)
+    assert main(["seal", "--model", str(package)]) == 2  # sealing never blesses weights that changed
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_non_finite_weights_behind_a_matching_checksum_give_no_grade(tiny_package, tmp_path, capsys):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from reactkd.cli import main
+    from reactkd.io import write_image
+    from synthetic_images import make_case
+
+    package = clone(tiny_package, tmp_path / "pkg")
+    state = load_file(str(package / WEIGHTS_FILE))
+    state = {name: np.full_like(value, np.nan) if value.dtype.kind == "f" else value for name, value in state.items()}
+    save_file(state, str(package / WEIGHTS_FILE))
+    set_metadata(package, sha256=sha256_of(package / WEIGHTS_FILE))
+    ct, mask, _ = make_case()
+    write_image(ct, tmp_path / "ct.nrrd")
+    write_image(mask, tmp_path / "mask.nrrd")
+    out = tmp_path / "out"
+    code = main(["classify", "--ct", str(tmp_path / "ct.nrrd"), "--mask", str(tmp_path / "mask.nrrd"),
+                 "--model", str(package), "--out", str(out), "--device", "cpu", "--no-render"])
+    assert code == 2 and "non-finite outputs" in capsys.readouterr().err
+    assert not (out / "result.json").exists()

@@ -153,6 +153,10 @@ class Classifier:
 
     def _assemble(self, case: PreprocessedCase, regions: RegionSet, outputs: dict, timings: dict[str, float],
                   notes: list[str]) -> ClassificationResult:
+        if not all(np.isfinite(outputs[key]).all() for key in ("probs", "attention", "gradcam")):
+            # NaN or huge weights behind a matching checksum: no grade is better than a meaningless one.
+            raise ModelPackageError(f"model {self.metadata['name']!r} produced non-finite outputs (NaN or infinity) "
+                                    "on this case; its weights are unusable")
         start = time.perf_counter()
         cbam = _unit_range(outputs["attention"])
         gradcam = _unit_range(outputs["gradcam"])
@@ -167,7 +171,7 @@ class Classifier:
         probs = probs / probs.sum()
         inputs = [m for m, flag in zip(("ct", "pet_fdg", "pet_act"), case.available) if flag]
         model_info = {"name": self.metadata["name"], "version": self.metadata["version"],
-                      "sha256": self.metadata["sha256"]}
+                      "sha256": self.metadata["sha256"], "metadata_sha256": self.metadata["metadata_sha256"]}
         timings = {k: round(v, 1) for k, v in timings.items()}
         timings["total"] = round(sum(timings.values()), 1)
         return ClassificationResult(
