@@ -116,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
+    from .output_paths import check_output
     from .synth import write_cohort
 
+    check_output(args.out, folder=True)
     manifest = write_cohort(args.out, args.cases, size=args.size, seed=args.seed)
     print(f"wrote {args.cases} cases and {manifest}")
 
@@ -134,9 +136,11 @@ def _run_ldct(args: argparse.Namespace) -> None:
     from .devices import resolve_device
     from .io import read_image, write_image
     from .ldct import simulate_low_dose_image
+    from .output_paths import check_output
 
     if not 0 < args.dose <= 1:
         raise ReactKDError(f"--dose must be a fraction in (0, 1], got {args.dose}")
+    check_output(args.out, folder=False, inputs=[args.ct])
     device = resolve_device(args.device)
     image = read_image(args.ct, name="--ct")
     # A real scan already carries full-dose noise: add only the noise the lower dose is missing.

@@ -82,6 +82,9 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
+    from ..output_paths import check_output
+
+    check_output(args.out, folder=True, inputs=[args.manifest, args.model], names=("metrics.json",))
     subsets = parse_subsets(args.modalities)
     device = resolve_device(args.device)
     progress = Progress(args.progress)

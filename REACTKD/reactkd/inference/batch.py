@@ -121,11 +121,12 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
     """Grade every case; returns (number graded now, all result rows). `progress(event)` gets one dict per
     case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}."""
     from ..io import read_image
+    from ..output_paths import check_output
     from .classifier import Classifier
-    from .outputs import write_outputs
+    from .outputs import OUTPUT_FILES, write_outputs
 
+    out_dir = check_output(out_dir, folder=True, inputs=[manifest, model], names=(RESULTS_FILE,))
     cases = read_grading_manifest(manifest)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classifier = Classifier(model, device=device)
     class_names = list(classifier.metadata["class_names"])
@@ -144,6 +145,7 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
             try:
                 if case.problem:
                     raise ReactKDError(case.problem)
+                check_output(folder, "case folder", folder=True, inputs=case.paths.values(), names=OUTPUT_FILES)
                 images = {name: read_image(p, name=name, labels=name == "mask") if p else None
                           for name, p in case.paths.items()}
                 result = classifier.classify(images["ct"], images["mask"], images.get("pet_fdg"), images.get("pet_act"))

@@ -9,8 +9,9 @@ import SimpleITK as sitk
 
 from ..errors import GeometryError, MaskError, ReactKDError
 from ..io import Geometry, read_image
+from ..output_paths import check_output
 from .classifier import Classifier
-from .outputs import write_outputs
+from .outputs import OUTPUT_FILES, write_outputs
 
 
 def label_map_from_masks(liver: sitk.Image, tumour: sitk.Image) -> sitk.Image:
@@ -42,6 +43,8 @@ def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Im
 
 
 def run_classify(args: argparse.Namespace) -> None:
+    check_output(args.out, folder=True, names=OUTPUT_FILES,
+                 inputs=[args.ct, args.mask, args.liver, args.tumor, args.pet_fdg, args.pet_act, args.model])
     ct, mask, fdg, act = read_case(args)
     classifier = Classifier(args.model, device=args.device)
     result = classifier.classify(ct, mask, fdg, act)

@@ -15,9 +15,11 @@ DEMO_SEED, DEMO_GRADE = 2025, 2
 
 
 def run_demo(args: argparse.Namespace) -> Path:
+    from ..output_paths import check_output
     from ..synth import generate_case
 
     out = Path(args.out)
+    check_output(out, folder=True)
     start = time.perf_counter()
     case = generate_case(seed=DEMO_SEED, label=DEMO_GRADE, size="full")
     inputs = out / "case"

@@ -39,6 +39,10 @@ def load_teacher(path: Path | None, expected_stage: str, device: torch.device, p
 
 
 def run_train(args: argparse.Namespace) -> Path:
+    from ..output_paths import check_output
+
+    check_output(args.out, folder=True, inputs=[args.manifest, args.config, args.teacher_sf, args.teacher_dose],
+                 names=("model.safetensors", "metadata.json"))
     config = load_config(args.config, epochs=args.epochs, seed=args.seed)
     device = resolve_device(args.device)
     dist_ctx = DistContext.from_env(device.type)
