@@ -7,6 +7,7 @@ are imported inside the handlers so `reactkd --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 from .errors import ReactKDError
 
 DEVICES = ("auto", "cpu", "cuda")
+#: OS errors that are about the user's disk or paths, not a bug: reported as one `error:` line.
+_ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                       errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR}
 
 
 def _positive_int(text: str) -> int:
@@ -186,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     except ReactKDError as exc:
         message = " | ".join(line for line in str(exc).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc} (nothing half-written was kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -10,6 +10,10 @@ class ImageReadError(ReactKDError):
     """A file or folder could not be read as a 3D image."""
 
 
+class ImageWriteError(ReactKDError):
+    """An output image could not be written completely (full disk, quota, I/O error)."""
+
+
 class GeometryError(ReactKDError):
     """Image geometry is unusable (spacing, direction, overlap, size)."""
 

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path
-from .errors import GeometryError, ImageReadError
+from .errors import GeometryError, ImageReadError, ImageWriteError
 
 #: Refuse images with more voxels than this before allocating them (a 1024^2 x 2000 CT is ~2.1e9).
 MAX_VOXELS = 2_200_000_000
@@ -239,8 +239,59 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     if not str(path).lower().endswith(WRITABLE_SUFFIXES):
         raise ImageReadError(f"{path}: unsupported output format (use one of {', '.join(WRITABLE_SUFFIXES)})")
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress, compressionLevel=level)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress, compressionLevel=level)
+        except RuntimeError as exc:
+            raise ImageWriteError(f"{path}: could not be written ({_first_line(exc)})") from None
+        verify_written_image(tmp, image, shown=path)
     return path
+
+
+_NIFTI_HEADERS = (352, 544)  # NIfTI-1 and NIfTI-2 header + extension flag: where the voxels start
+
+
+def verify_written_image(path: Path, image: sitk.Image, shown: str | os.PathLike | None = None) -> None:
+    """Check that `path` holds all of `image`'s voxels before it is renamed into place: ITK's writers do not
+    report a full disk, they leave a truncated file. Cheap: file sizes, the gzip trailer's length field, the
+    MetaImage header's data size; a full read-back only for the detached-header formats."""
+    data = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+    size = path.stat().st_size
+    name = str(path).lower()
+    if name.endswith(".nii.gz") or name.endswith(".nrrd"):
+        header = b""
+        if name.endswith(".nrrd"):
+            with open(path, "rb") as handle:
+                head = handle.read(65536)
+            end = head.find(b"\n\n")
+            header = head[:end + 2] if end >= 0 else b""
+        gzipped = name.endswith(".gz") or b"encoding: gzip" in header
+        if gzipped:
+            with open(path, "rb") as handle:
+                handle.seek(max(size - 4, 0))
+                stored = int.from_bytes(handle.read(4), "little")  # ISIZE: uncompressed length mod 2**32
+            wanted = [(h + data) % 2**32 for h in _NIFTI_HEADERS] if name.endswith(".gz") else [data % 2**32]
+            complete = size > 18 and stored in wanted
+        else:
+            complete = bool(header) and size == len(header) + data
+    elif name.endswith(".nii"):
+        complete = size in [h + data for h in _NIFTI_HEADERS]
+    elif name.endswith(".mha"):
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+        end = head.find(b"ElementDataFile = LOCAL\n")
+        fields = dict(line.split(" = ", 1) for line in head[:max(end, 0)].decode("latin-1").splitlines() if " = " in line)
+        payload = int(fields.get("CompressedDataSize", data)) if fields.get("CompressedData") == "True" else data
+        complete = end >= 0 and size == end + len("ElementDataFile = LOCAL\n") + payload
+    else:
+        try:
+            back = sitk.ReadImage(str(path))
+            complete = back.GetSize() == image.GetSize() and np.array_equal(
+                sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+        except RuntimeError:
+            complete = False
+    if not complete:
+        raise ImageWriteError(f"{shown or path}: the file was not written completely (is the disk full?); nothing "
+                              "was kept")
 
 
 def to_numpy(image: sitk.Image) -> tuple[np.ndarray, Geometry]:
