@@ -1,5 +1,6 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename, so a reader (or a crash)
-never sees a half-written file."""
+never sees a half-written file. Output folders are owned by one run at a time (`folder_lock`), and staging
+folders left by a killed run are removed by the next (`remove_stale_staging`)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,73 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 `text` to `path` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+LOCK_FILE = ".reactkd.lock"  # Windows only: elsewhere the folder itself is locked, nothing is added to it
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` so two runs never write into it at once. With `wait=False` a folder
+    another run holds raises ReactKDError instead of waiting. The lock goes away with the process, however it
+    ends."""
+    from .errors import ReactKDError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.name == "nt":  # pragma: no cover - Windows: a lock file, byte-range locked
+        import msvcrt
+
+        handle = open(folder / LOCK_FILE, "a+b")
+        fd, lock = handle.fileno(), lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+        handle = None
+        lock = lambda: fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))  # noqa: E731
+    try:
+        try:
+            lock()
+        except OSError:
+            raise ReactKDError(f"{folder}: another reactkd run is writing into this folder; wait for it or "
+                               "choose another --out") from None
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
+        else:
+            os.close(fd)  # releases the lock
+
+
+def staging_prefix() -> str:
+    """Name prefix of this process's staging folders: `.reactkd-out-<pid>-`."""
+    return f".reactkd-out-{os.getpid()}-"
+
+
+def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
+    """Delete `.reactkd-out-<pid>-*` staging folders in `folder` whose process is gone (a killed run)."""
+    removed = []
+    for staging in Path(folder).glob(".reactkd-out-*"):
+        parts = staging.name.split("-")  # ".reactkd", "out", pid, random (older runs: no pid)
+        pid = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
+        if staging.is_dir() and (pid is None or not _alive(pid)):
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text_atomic
+from ..atomic import folder_lock, write_text_atomic
 from ..errors import ManifestError, ReactKDError
 
 RESULTS_FILE = "results.csv"
@@ -120,15 +120,21 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
                    render: bool = False, progress=None) -> tuple[int, list[dict]]:
     """Grade every case; returns (number graded now, all result rows). `progress(event)` gets one dict per
     case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}."""
-    from ..io import read_image
     from ..output_paths import check_output
     from .classifier import Classifier
-    from .outputs import OUTPUT_FILES, write_outputs
 
     out_dir = check_output(out_dir, folder=True, inputs=[manifest, model], names=(RESULTS_FILE,))
     cases = read_grading_manifest(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
-    classifier = Classifier(model, device=device)
+    with folder_lock(out_dir, wait=False):  # a second batch into the same folder is refused, not interleaved
+        return _grade(cases, out_dir, Classifier(model, device=device), render, progress)
+
+
+def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, progress) -> tuple[int, list[dict]]:
+    from ..io import read_image
+    from ..output_paths import check_output
+    from .outputs import OUTPUT_FILES, write_outputs
+
     class_names = list(classifier.metadata["class_names"])
     model_sha = str(classifier.metadata["sha256"])
     results = out_dir / RESULTS_FILE

@@ -1,7 +1,9 @@
-"""Write the `reactkd classify` outputs into a folder without ever leaving a half-written set.
+"""Write the `reactkd classify` outputs into a folder without ever leaving a half-written or mixed set.
 
-Everything goes into a hidden staging folder beside the target first; the files are moved into place only
-when all of them were written.
+The run holds the folder's lock; everything goes into a hidden staging folder beside the target first; the
+files are moved into place only when all of them were written, `result.json` (the mark of a complete set)
+last, and outputs of an earlier run that this one does not write (overview.png and scene.mrb after a
+--no-render run) are removed, so a folder never shows one patient's maps beside another's scene.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import write_text_atomic
+from ..atomic import folder_lock, remove_stale_staging, staging_prefix, write_text_atomic
 from ..errors import ReactKDError
 from ..io import Geometry, read_image, write_image
 from .classifier import ClassificationResult
@@ -32,32 +34,47 @@ def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Im
     process): each map is cropped to the box of its non-zero voxels (the liver region) and left uncompressed,
     which cuts what is written and read for a full-size CT about tenfold."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".reactkd-out-", dir=out_dir))
-    try:
-        # Level 1: the maps are zero outside the liver box, so it compresses almost as well as the default, 1.5x faster.
-        for name in ("attention_cbam", "attention_gradcam"):
-            image = getattr(result, name)
-            write_image(nonzero_box(image) if transfer else image, staging / f"{name}.nrrd", compress=not transfer,
-                        level=1)
-        write_text_atomic(staging / "graph.json", json.dumps(result.graph, indent=1) + "\n")
-        if render:
-            import time
+    with folder_lock(out_dir):
+        remove_stale_staging(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
+        try:
+            _write_set(result, staging, ct, mask, pet_fdg, pet_act, render, transfer)
+            return _install_set(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-            from .scene_outputs import write_scene_outputs
 
-            start = time.perf_counter()
-            write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)
-            result.timings_ms["render_and_scene"] = round((time.perf_counter() - start) * 1000, 1)
-        write_text_atomic(staging / "result.json", json.dumps(result.to_json(), indent=1) + "\n")
-        written = {}
-        for name in OUTPUT_FILES:
-            if (staging / name).exists():
-                (staging / name).replace(out_dir / name)
-                written[name] = out_dir / name
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, transfer: bool) -> None:
+    # Level 1: the maps are zero outside the liver box, so it compresses almost as well as the default, 1.5x faster.
+    for name in ("attention_cbam", "attention_gradcam"):
+        image = getattr(result, name)
+        write_image(nonzero_box(image) if transfer else image, staging / f"{name}.nrrd", compress=not transfer,
+                    level=1)
+    write_text_atomic(staging / "graph.json", json.dumps(result.graph, indent=1) + "\n")
+    if render:
+        import time
+
+        from .scene_outputs import write_scene_outputs
+
+        start = time.perf_counter()
+        write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)
+        result.timings_ms["render_and_scene"] = round((time.perf_counter() - start) * 1000, 1)
+    write_text_atomic(staging / "result.json", json.dumps(result.to_json(), indent=1) + "\n")
+
+
+def _install_set(staging: Path, out_dir: Path) -> dict[str, Path]:
+    """Move the staged set into `out_dir`: the old result.json goes first and the new one comes last, so a
+    crash in between leaves a folder without result.json (incomplete), never a mixed one that looks whole."""
+    (out_dir / "result.json").unlink(missing_ok=True)
+    for name in OUTPUT_FILES:
+        if not (staging / name).exists():
+            (out_dir / name).unlink(missing_ok=True)  # an earlier run's output this run does not replace
+    written = {}
+    for name in (*OUTPUT_FILES[1:], OUTPUT_FILES[0]):
+        if (staging / name).exists():
+            (staging / name).replace(out_dir / name)
+            written[name] = out_dir / name
+    return written
 
 
 def nonzero_box(image: sitk.Image) -> sitk.Image:
