@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from reactkd.errors import ManifestError
@@ -57,3 +60,30 @@ def test_write_then_read(cohort):
     path = write_manifest(cohort / "manifest.csv", [
         {"case_id": "a", "patient_id": "p", "label": "0", "ct": "a/ct.nii.gz", "mask": "a/mask.nii.gz"}])
     assert read_manifest(path)[0].pet_fdg is None
+
+
+def test_duplicated_columns_are_refused_not_resolved_silently(tmp_path):
+    from reactkd.errors import ManifestError
+    from reactkd.manifest import read_manifest
+
+    path = tmp_path / "m.csv"
+    path.write_text("case_id,patient_id,label,ct,pet_fdg,pet_act,mask,label\nc,p,0,ct.nii.gz,,,m.nii.gz,2\n")
+    with pytest.raises(ManifestError, match="duplicated column.*label"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("labels, pattern", [([0, 1, 2, 0, 1, 2], "too small for 3 folds: 2 case"),
+                                             ([0, 0, 0, 0, 1], "fewer than 2 grades to train on")])
+def test_a_cohort_too_small_for_its_folds_says_so_in_one_line(labels, pattern):
+    from reactkd.errors import ConfigError
+    from reactkd.manifest import CaseRecord
+    from reactkd.training.folds import split_fold
+
+    records = [CaseRecord(f"c{i}", f"p{i}", label, Path("ct"), None, None, Path("m")) for i, label in enumerate(labels)]
+    messages = []
+    for fold in range(3):
+        try:
+            split_fold(records, fold, 3)
+        except ConfigError as exc:
+            messages.append(str(exc))
+    assert messages and all("\n" not in m for m in messages) and any(re.search(pattern, m) for m in messages)

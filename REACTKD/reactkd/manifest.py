@@ -78,6 +78,9 @@ def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
+    duplicated = sorted({c for c in header if c and header.count(c) > 1})
+    if duplicated:  # csv.DictReader would silently keep the last one
+        raise ManifestError(f"{path}: duplicated column(s) {', '.join(duplicated)}; each column must appear once")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(COLUMNS)})")

@@ -24,8 +24,22 @@ def split_fold(records: list[CaseRecord], fold: int, folds: int, seed: int = 0) 
     if n_patients < folds:
         raise ConfigError(f"{n_patients} patient(s) cannot be split into {folds} folds")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    train, val = list(splitter.split(np.zeros(len(records)), labels, groups))[fold]
+    try:
+        with warnings.catch_warnings():  # "least populated class has only 1 member": reported below if it matters
+            warnings.simplefilter("ignore", UserWarning)
+            train, val = list(splitter.split(np.zeros(len(records)), labels, groups))[fold]
+    except ValueError:  # scikit-learn: more folds than cases of some grade
+        raise ConfigError(f"the cohort is too small for {folds} folds: {_grade_counts(labels)}; use fewer "
+                          "--folds or more cases") from None
+    if len(set(labels[train].tolist())) < 2:
+        raise ConfigError(f"fold {fold} of {folds} leaves fewer than 2 grades to train on "
+                          f"({_grade_counts(labels)}); use fewer --folds or more cases")
     return sorted(train.tolist()), sorted(val.tolist())
+
+
+def _grade_counts(labels: np.ndarray) -> str:
+    counts = np.bincount(labels, minlength=3)
+    return ", ".join(f"{int(n)} case(s) of grade {grade}" for grade, n in enumerate(counts))
 
 
 def inner_split(records: list[CaseRecord], train_idx: list[int], fraction: float = 0.2,
