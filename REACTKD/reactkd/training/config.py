@@ -32,6 +32,7 @@ Example (every key optional; these are the defaults):
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,18 +106,29 @@ class TrainConfig:
             problems.append(f"loss must be 'focal' or 'ce', got {self.loss!r}")
         if not 0 <= self.alpha <= 1:
             problems.append("alpha must lie in [0, 1]")
-        if self.temperature <= 0 or self.learning_rate <= 0:
-            problems.append("temperature and learning_rate must be > 0")
-        if self.teacher_learning_rate is not None and self.teacher_learning_rate <= 0:
-            problems.append("teacher_learning_rate must be > 0")
+        for key in ("learning_rate", "temperature", "weight_decay", "focal_gamma", "alpha", "lambda_graph",
+                    "modality_dropout", "inner_val_fraction"):
+            if not math.isfinite(getattr(self, key)):
+                problems.append(f"{key} must be a finite number")
+        if not 0 < self.temperature <= 100 or not 0 < self.learning_rate <= 1:
+            problems.append("temperature must lie in (0, 100] and learning_rate in (0, 1]")
+        if self.teacher_learning_rate is not None and not 0 < self.teacher_learning_rate <= 1:
+            problems.append("teacher_learning_rate must lie in (0, 1]")
+        if not 0 <= self.weight_decay <= 1 or not 0 <= self.focal_gamma <= 10 or not 0 <= self.lambda_graph <= 100:
+            problems.append("weight_decay must lie in [0, 1], focal_gamma in [0, 10], lambda_graph in [0, 100]")
+        if self.epochs > 10_000 or self.batch_size > 4096 or self.warmup_steps > 1_000_000:
+            problems.append("epochs (<= 10000), batch_size (<= 4096) or warmup_steps (<= 1e6) out of range")
         if not 0 <= self.modality_dropout < 1:
             problems.append("modality_dropout must lie in [0, 1)")
         if any(not 0 < d <= 1 for d in self.doses) or not self.doses:
             problems.append("doses must be fractions in (0, 1]")
         if len(self.teacher_weights) != 2 or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0:
             problems.append("teacher_weights must be two non-negative numbers, not both 0")
-        if self.class_weights is not None and len(self.class_weights) != 3:
-            problems.append("class_weights must list one weight per class (3)")
+        if self.class_weights is not None and (len(self.class_weights) != 3 or not all(
+                math.isfinite(w) and w >= 0 for w in self.class_weights) or sum(self.class_weights) <= 0):
+            problems.append("class_weights must list 3 finite, non-negative weights, not all 0")
+        if any(not math.isfinite(d) for d in self.doses) or any(not math.isfinite(w) for w in self.teacher_weights):
+            problems.append("doses and teacher_weights must be finite numbers")
         try:
             self.preprocess_config()
         except (TypeError, ValueError) as exc:
@@ -147,7 +159,7 @@ def _coerce(name: str, expected, value):
             (item,) = typing.get_args(expected)
             return [_coerce(f"{name}[]", item, v) for v in value]
         return value
-    raise ConfigError(f"config key {name!r} must be of type {getattr(check, '__name__', check)}, got {value!r}")
+    raise ConfigError(f"config key {name!r} must be of type {getattr(check, '__name__', check)}, got {_short(value)}")
 
 
 def _from_mapping(cls, data: dict, prefix: str = ""):
@@ -158,6 +170,43 @@ def _from_mapping(cls, data: dict, prefix: str = ""):
     return cls(**{k: _coerce(prefix + k, hints[k], v) for k, v in data.items()})
 
 
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_ALIASES = 100  # a real config needs a handful; "billion laughs" needs thousands of expansions
+
+
+MAX_EXPANDED_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load that refuses a document whose aliases would expand it beyond `MAX_EXPANDED_NODES` values
+    ("billion laughs": 9 nested aliases of 9 turn 600 bytes into 10^9 strings). PyYAML shares aliased objects,
+    but anything that walks or prints the value (type checks, messages) would expand it."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def expanded(item) -> int:  # values the document holds with every alias written out (memoised)
+            key = id(item)
+            if key not in sizes:
+                sizes[key] = 1  # a cycle counts once
+                children = item.value if isinstance(item, yaml.SequenceNode) else [
+                    part for pair in item.value for part in pair] if isinstance(item, yaml.MappingNode) else []
+                sizes[key] = 1 + sum(expanded(child) for child in children)
+                if sizes[key] > MAX_EXPANDED_NODES:
+                    raise ConfigError(f"the config expands (through YAML aliases) into more than "
+                                      f"{MAX_EXPANDED_NODES} values; refusing it")
+            return sizes[key]
+
+        expanded(node)
+        return super().construct_document(node)
+
+
+def _short(value, limit: int = 60) -> str:
+    """A value for an error message, cut to `limit` characters (never the whole of a huge value)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     """Load a YAML config (safe_load), apply keyword overrides that are not None, validate."""
     data: dict = {}
@@ -165,12 +214,19 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: a config of {path.stat().st_size} bytes is implausibly large")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader) or {}  # noqa: S506 - safe loader
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path}: invalid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the config must be a YAML mapping")
+        bad_keys = [key for key in data if not isinstance(key, str)]
+        if bad_keys:
+            raise ConfigError(f"{path}: config keys must be names, got {_short(bad_keys[0])}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     config = _from_mapping(TrainConfig, data)
     config.validate()
