@@ -9,6 +9,7 @@ answer is sealed when the package is saved (`save_package`, or `reactkd seal` af
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_path, write_text_atomic
-from .errors import ConfigError, ModelPackageError
+from .errors import ConfigError, ModelPackageError, ReactKDError
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
@@ -153,6 +154,42 @@ def seal_package(model_dir: str | os.PathLike) -> dict:
     return _write_sealed(model_dir, metadata)
 
 
+def metadata_problems(metadata: dict) -> list[str]:
+    """What is wrong with the metadata's values (types and bounds), one message per problem; [] when fine.
+    Architecture sizes are bounded when the network is built (`build_model`), preprocessing by
+    `PreprocessConfig`."""
+    from . import MODALITIES
+    from .preprocessing import PreprocessConfig
+    from .training.config import GraphConfig
+
+    problems = []
+    for key in ("name", "version", "architecture"):
+        if not isinstance(metadata.get(key), str) or not metadata[key].strip():
+            problems.append(f"{key} must be a non-empty text")
+    modalities = metadata.get("input_modalities")
+    if not isinstance(modalities, list) or not modalities or modalities[0] != "ct" \
+            or not all(m in MODALITIES for m in modalities) or len(set(modalities)) != len(modalities):
+        problems.append(f"input_modalities must list distinct modalities of {', '.join(MODALITIES)}, ct first")
+    if not isinstance(metadata.get("architecture_args"), dict):
+        problems.append("architecture_args must be a mapping")
+    try:
+        PreprocessConfig.from_dict(metadata.get("preprocessing"))
+    except (TypeError, ValueError, ReactKDError) as exc:
+        problems.append(f"invalid preprocessing settings in metadata ({exc})")
+    graph = metadata.get("graph", {})
+    limits = {"max_tumours": (1, 64), "liver_parcels": (1, 64), "ring_mm": (0, 50), "gw_epsilon": (1e-4, 10),
+              "edge_weight": (0, 100)}
+    if not isinstance(graph, dict) or set(map(str, graph)) - {f.name for f in dataclasses.fields(GraphConfig)}:
+        problems.append(f"graph must be a mapping of {', '.join(limits)}")
+    else:
+        for key, value in graph.items():
+            low, high = limits[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                    or (key in ("max_tumours", "liver_parcels") and not float(value).is_integer()):
+                problems.append(f"graph.{key} must be a number in [{low}, {high}], got {str(value)[:40]}")
+    return problems
+
+
 def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPackage:
     """Verify and load a package; the network comes back in eval mode on `device`."""
     from safetensors import SafetensorError
@@ -161,6 +198,9 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
     from .models import build_model
 
     metadata = verify_package(model_dir)
+    problems = metadata_problems(metadata)
+    if problems:
+        raise ModelPackageError(f"{model_dir}: invalid metadata: " + "; ".join(problems))
     arguments = metadata["architecture_args"]
     if isinstance(arguments, dict) and "head" not in arguments:
         # Packages made before the region head (2026-11-27) all ended in global pooling: load them as such.

@@ -9,6 +9,8 @@ native CT grid exactly with `to_native`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,9 @@ from .io import Geometry
 
 LIVER, TUMOUR = 1, 2
 PET_SCALES = ("percentile", "liver")
+
+
+MAX_GRID_VOXELS = 256 * 512 * 512  # far above any model here; a model grid of 4e8 voxels is refused
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,31 @@ class PreprocessConfig:
     min_liver_island_fraction: float = 0.05  # liver islands below this share of the largest are dropped
 
     def __post_init__(self) -> None:
-        if len(self.grid) != 3 or min(self.grid) < 8:
-            raise GeometryError(f"model grid {self.grid} must be three sizes of at least 8")
-        if self.margin_mm < 0:
-            raise GeometryError("margin_mm must be >= 0")
-        if not self.ct_window[0] < self.ct_window[1]:
-            raise GeometryError(f"CT window {self.ct_window} must be (low, high) with low < high")
+        """Bounds on every value: these settings come from configs and from model packages, both user files."""
+        def numbers(value, count: int) -> bool:
+            return isinstance(value, (tuple, list)) and len(value) == count and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+        if not numbers(self.grid, 3) or not all(float(n).is_integer() and 8 <= n <= 512 for n in self.grid) \
+                or math.prod(self.grid) > MAX_GRID_VOXELS:
+            raise GeometryError(f"model grid {self.grid} must be three whole sizes of 8-512, at most "
+                                f"{MAX_GRID_VOXELS} voxels together")
+        object.__setattr__(self, "grid", tuple(int(n) for n in self.grid))  # frozen dataclass
+        if not numbers([self.margin_mm], 1) or not 0 <= self.margin_mm <= 200:
+            raise GeometryError(f"margin_mm must be a number in [0, 200], got {self.margin_mm!r}")
+        if not numbers(self.ct_window, 2) or not -3000 <= self.ct_window[0] < self.ct_window[1] <= 10000:
+            raise GeometryError(f"CT window {self.ct_window} must be (low, high) Hounsfield units, low < high")
+        if not numbers(self.pet_percentiles, 2) or not 0 <= self.pet_percentiles[0] < self.pet_percentiles[1] <= 100:
+            raise GeometryError(f"pet_percentiles {self.pet_percentiles} must be (low, high) with 0 <= low < high <= 100")
         if self.pet_scale not in PET_SCALES:
             raise GeometryError(f"pet_scale must be one of {', '.join(PET_SCALES)}, got {self.pet_scale!r}")
-        if not self.pet_liver_ratio_max > 0:
-            raise GeometryError("pet_liver_ratio_max must be > 0")
+        if not numbers([self.pet_liver_ratio_max], 1) or not 0 < self.pet_liver_ratio_max <= 1000:
+            raise GeometryError("pet_liver_ratio_max must be a number in (0, 1000]")
+        if not isinstance(self.zscore, bool):
+            raise GeometryError(f"zscore must be true or false, got {self.zscore!r}")
+        if not numbers([self.min_liver_island_fraction], 1) or not 0 <= self.min_liver_island_fraction <= 1:
+            raise GeometryError(f"min_liver_island_fraction must lie in [0, 1] (a share of the largest liver part), "
+                                f"got {self.min_liver_island_fraction!r}")
 
     def to_dict(self) -> dict:
         return {"grid": list(self.grid), "margin_mm": self.margin_mm, "ct_window": list(self.ct_window),
@@ -59,8 +79,12 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**known)
+        if not isinstance(data, dict):
+            raise GeometryError(f"preprocessing settings must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(map(str, data)) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise GeometryError(f"unknown preprocessing setting(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass

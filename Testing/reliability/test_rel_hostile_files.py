@@ -230,7 +230,20 @@ def test_huge_metadata_is_refused_without_reading_it(tiny_package, tmp_path):
 
 METADATA_VALUE_CASES = {
     "unknown-architecture": ({"architecture": "os.system"}, "cannot build architecture 'os.system'"),
-    "architecture-args-not-a-mapping": ({"architecture_args": [1, 2]}, "cannot build architecture"),
+    "architecture-args-not-a-mapping": ({"architecture_args": [1, 2]}, "architecture_args must be a mapping"),
+    # issue 15, class 6: types and bounds, and no huge allocation
+    "init-filters-huge": ({"architecture_args": {"init_filters": 100000}}, "init_filters=100000 out of range"),
+    "modalities-unknown": ({"input_modalities": ["ct", "mri"]}, "input_modalities must list distinct"),
+    "modalities-not-a-list": ({"input_modalities": "ct"}, "input_modalities must list distinct"),
+    "graph-wrong-type": ({"graph": {"max_tumours": "eight"}}, "graph.max_tumours must be a number"),
+    "graph-unknown-key": ({"graph": {"rings": 2}}, "graph must be a mapping of"),
+    "margin-nan": ({"preprocessing": {"grid": [16, 32, 32], "margin_mm": float("nan")}}, "margin_mm must be a number"),
+    "percentiles-reversed": ({"preprocessing": {"grid": [16, 32, 32], "pet_percentiles": [99, 1]}},
+                             "pet_percentiles .* low < high"),
+    "window-not-numeric": ({"preprocessing": {"grid": [16, 32, 32], "ct_window": ["low", "high"]}}, "CT window"),
+    "grid-400-million": ({"preprocessing": {"grid": [1000, 1000, 400]}}, "model grid .* 8-512"),
+    "island-fraction-impossible": ({"preprocessing": {"grid": [16, 32, 32], "min_liver_island_fraction": 3}},
+                                   "min_liver_island_fraction must lie in"),
     "architecture-args-unknown-key": ({"architecture_args": {"evil": 1}}, "cannot build architecture"),
     "class-names-wrong-count": ({"class_names": ["well"]}, "class_names must list 3"),
     "class-names-duplicated": ({"class_names": ["well", "well", "poor"]}, "class_names must list 3 different"),
@@ -243,8 +256,9 @@ def test_metadata_values_are_checked(case_id, tiny_package, tmp_path):
     package = clone(tiny_package, tmp_path / "pkg")
     changes, pattern = METADATA_VALUE_CASES[case_id]
     set_metadata(package, **changes)
-    with pytest.raises(ModelPackageError, match=pattern):
+    with pytest.raises(ModelPackageError, match=pattern) as info:
         Classifier(package, device="cpu")
+    assert "\n" not in str(info.value)
 
 
 def test_symlinks_folder_accepted_weights_refused(tiny_package, tmp_path):

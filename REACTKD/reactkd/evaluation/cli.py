@@ -95,7 +95,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     if fold is not None:
         from ..training.folds import split_fold
 
-        _, val_idx = split_fold(records, fold, args.folds, seed=meta["training"]["config"]["seed"])
+        training = meta.get("training")
+        config = training.get("config") if isinstance(training, dict) else None
+        seed = config.get("seed") if isinstance(config, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"{args.model}: the package has no training record (metadata 'training'), so the folds "
+                              "it was trained on are unknown; evaluate without --fold")
+        _, val_idx = split_fold(records, fold, args.folds, seed=seed)
         records = [records[i] for i in val_idx]
     preprocess = PreprocessConfig.from_dict(meta["preprocessing"])
     graph = GraphConfig(**meta.get("graph", {}))

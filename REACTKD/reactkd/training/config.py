@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from .. import HEADS
-from ..errors import ConfigError
+from ..errors import ConfigError, ReactKDError
 from ..preprocessing import PreprocessConfig
 
 
@@ -131,7 +131,7 @@ class TrainConfig:
             problems.append("doses and teacher_weights must be finite numbers")
         try:
             self.preprocess_config()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ReactKDError) as exc:
             problems.append(f"preprocessing: {exc}")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
