@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +100,8 @@ def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: 
     key = _cache_key(records, preprocess, graph)
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"cohort-{key}.npz"
-        if cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+        arrays = _read_cache(cache_file, len(records))
+        if arrays is not None:
             return _to_tensors(arrays, records, key)
     parts = []
     for i, record in enumerate(records):
@@ -112,6 +113,26 @@ def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: 
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     return _to_tensors(arrays, records, key)
+
+
+CACHE_ARRAYS = ("images", "available", "ct_hu", "node_index", "region_labels", "n_nodes", "spacing")
+
+
+def _read_cache(cache_file: Path, n_cases: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there is no cache or it is unusable (truncated, empty, another shape):
+    a bad cache is removed and rebuilt, never a reason for every later run to fail."""
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if sorted(arrays) != sorted(CACHE_ARRAYS) or any(len(a) != n_cases for a in arrays.values()):
+            raise ValueError("unexpected content")
+        return arrays
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        logging.getLogger(__name__).warning("cohort cache %s is unusable (%s); rebuilding it", cache_file, exc)
+        cache_file.unlink(missing_ok=True)
+        return None
 
 
 def _to_tensors(arrays: dict[str, np.ndarray], records: list[CaseRecord], key: str) -> CohortTensors:

@@ -1,0 +1,44 @@
+"""The cohort cache (issue 15, class 9): a truncated, empty or foreign cache file is detected, removed and
+rebuilt, so one bad file never makes every later train/evaluate fail; a good cache is reused as it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reactkd.cli import main
+from reactkd.manifest import read_manifest
+from reactkd.preprocessing import PreprocessConfig
+from reactkd.training.config import GraphConfig
+from reactkd.training.data import load_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    assert main(["synth", "--out", str(root / "data"), "--cases", "3", "--seed", "9"]) == 0
+    return read_manifest(root / "data/manifest.csv"), root / "cache"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other-arrays"])
+def test_a_damaged_cache_is_rebuilt(damage, cohort, tmp_path):
+    records, _ = cohort
+    cache = tmp_path / "cache"
+    settings = PreprocessConfig(grid=(8, 16, 16)), GraphConfig(max_tumours=2, liver_parcels=2)
+    reference = load_cohort(records, *settings, cache_dir=cache)
+    (file,) = cache.glob("cohort-*.npz")
+    data = file.read_bytes()
+    if damage == "truncated":
+        file.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        file.write_bytes(b"")
+    elif damage == "garbage":
+        file.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        np.savez(file, images=np.zeros((1, 2)))
+    again = load_cohort(records, *settings, cache_dir=cache)
+    assert torch.equal(again.images, reference.images) and torch.equal(again.region_labels, reference.region_labels)
+    assert load_cohort(records, *settings, cache_dir=cache).key == reference.key  # the rebuilt file is good
+    with np.load(file) as rebuilt:
+        assert "images" in rebuilt.files and len(rebuilt["images"]) == len(records)
