@@ -65,8 +65,8 @@ class Geometry:
 def _check_header(path: str, reader: sitk.ImageFileReader) -> None:
     dim = reader.GetDimension()
     size = reader.GetSize()
-    if dim == 4 and size[3] == 1:
-        return
+    if dim == 4 and size[3] == 1:  # a 3D volume stored as 4D with one time point: the same checks apply
+        dim, size = 3, size[:3]
     if dim != 3:
         raise ImageReadError(f"{path}: expected a 3D image, got {dim}D with size {size}")
     if reader.GetNumberOfComponents() != 1:
@@ -92,8 +92,10 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
         shown = ", ".join(f"{value:g}" for value in spacing)
         raise GeometryError(f"{name}: implausible voxel spacing ({shown}) mm")
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
-        raise GeometryError(f"{name}: direction matrix is not orthonormal")
+    if not np.all(np.isfinite(direction)) or not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        # |det| = 1 is not enough: a shear with determinant 1 would give maps whose headers differ from the CT's.
+        raise GeometryError(f"{name}: direction matrix is not orthonormal (its columns must be perpendicular "
+                            "unit vectors)")
     if not np.all(np.isfinite(image.GetOrigin())):
         raise GeometryError(f"{name}: origin is not finite")
     return image
@@ -219,12 +221,43 @@ def _read_dicom_folder(path: str, name: str) -> sitk.Image:
     if len(series) > 1:
         raise ImageReadError(f"{name}: folder holds {len(series)} DICOM series; give a folder with exactly one")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path, series[0])
+    _check_slice_spacing(files, name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as exc:
         raise ImageReadError(f"{name}: DICOM series could not be read ({_first_line(exc)})") from None
+
+
+def _check_slice_spacing(files: tuple[str, ...], name: str) -> None:
+    """Refuse a series with a missing, duplicated or unreadable slice: read as it is, it would become a shorter
+    volume with one averaged, wrong slice spacing. Positions come from each file's header (no pixels read)."""
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    for file in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(file)
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                row_col = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(row_col[:3], row_col[3:])
+        except (RuntimeError, ValueError, IndexError):
+            raise ImageReadError(f"{name}: slice {os.path.basename(file)} is unreadable or lacks its position; "
+                                 "the series cannot be assembled safely") from None
+        positions.append(float(np.dot(position, normal)))
+    order = np.argsort(positions, kind="stable")
+    steps = np.diff(np.asarray(positions)[order])
+    typical = float(np.median(steps))
+    for index, step in enumerate(steps):
+        if typical <= 0 or abs(step - typical) > 0.1 * typical:
+            kind = "a duplicated slice" if step < 0.1 * max(typical, 1e-6) else "a missing slice or an irregular gap"
+            first, second = (os.path.basename(files[order[i]]) for i in (index, index + 1))
+            raise ImageReadError(f"{name}: {kind} between {first} and {second} ({step:.3g} mm where the series "
+                                 f"steps {typical:.3g} mm)")
 
 
 def _first_line(exc: Exception) -> str:

@@ -205,6 +205,9 @@ def hounsfield_warnings(ct_hu: np.ndarray, labels: np.ndarray) -> list[str]:
             return [f"CT values inside the liver (median {median:.4g}) do not look like Hounsfield units "
                     f"(expected {LIVER_HU_RANGE[0]:g} to {LIVER_HU_RANGE[1]:g}); check rescale slope/intercept"]
     low, high = float(ct_hu.min()), float(ct_hu.max())
+    if low >= 0 and high <= 255:
+        return [f"CT values around the liver lie in [{low:.4g}, {high:.4g}] with nothing below 0 HU (no fat): this "
+                "looks like an 8-bit image (a screenshot or a windowed export), not a CT in Hounsfield units"]
     if high - low < 50.0:
         return [f"CT values span only [{low:.4g}, {high:.4g}]; this does not look like a CT in Hounsfield units "
                 "(normalised data?)"]
