@@ -263,7 +263,8 @@ def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generato
         raise GeometryError(f"ct_hu must be (B, D, H, W), got shape {tuple(ct_hu.shape)}")
     dose_list, spacing_rows = _numbers(doses, 1), _numbers(spacing_mm, 2)
     if len(dose_list) != batch.shape[0] or not all(math.isfinite(d) and d > 0 for (d,) in dose_list):
-        raise ConfigError(f"doses must be {batch.shape[0]} positive numbers, got {doses!r}")
+        shown = [float(d) for (d,) in dose_list][:8]  # the user's numbers, not a tensor that underflowed to 0
+        raise ConfigError(f"doses must be {batch.shape[0]} positive numbers, got {shown}")
     if len(spacing_rows) == 1:
         spacing_rows = spacing_rows * batch.shape[0]
     if len(spacing_rows) != batch.shape[0]:
@@ -285,12 +286,20 @@ def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generato
     return out
 
 
+#: Smallest slice the projector can sample into as many views as a scan has (MIN_ANGLES and more).
+MIN_SLICE_VOXELS = 16
+
+
 def simulate_low_dose_image(image: sitk.Image, dose: float, seed: int = 0, *, device: str | torch.device = "cpu",
                             **kw) -> sitk.Image:
     """Low-dose version of a CT image (HU), with the image's geometry kept exactly; float32 output.
 
     The in-plane spacing comes from the image; keyword options are those of `simulate_low_dose`.
     """
+    width, height = image.GetSize()[:2]
+    if min(width, height) < MIN_SLICE_VOXELS:
+        raise GeometryError(f"the low-dose simulator needs slices of at least {MIN_SLICE_VOXELS} x {MIN_SLICE_VOXELS} "
+                            f"voxels (it projects each slice); this CT's slices are {width} x {height}")
     array, geometry = to_numpy(image)
     ct = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
     result = simulate_low_dose(ct, geometry.spacing[:2], dose, seed, **kw)

@@ -205,12 +205,20 @@ def hounsfield_warnings(ct_hu: np.ndarray, labels: np.ndarray) -> list[str]:
             return [f"CT values inside the liver (median {median:.4g}) do not look like Hounsfield units "
                     f"(expected {LIVER_HU_RANGE[0]:g} to {LIVER_HU_RANGE[1]:g}); check rescale slope/intercept"]
     low, high = float(ct_hu.min()), float(ct_hu.max())
-    if low >= 0 and high <= 255:
-        return [f"CT values around the liver lie in [{low:.4g}, {high:.4g}] with nothing below 0 HU (no fat): this "
-                "looks like an 8-bit image (a screenshot or a windowed export), not a CT in Hounsfield units"]
     if high - low < 50.0:
         return [f"CT values span only [{low:.4g}, {high:.4g}]; this does not look like a CT in Hounsfield units "
                 "(normalised data?)"]
+    return []
+
+
+def eight_bit_warnings(ct: sitk.Image) -> list[str]:
+    """A warning when the CT around the liver holds only whole numbers in [0, 255]: an 8-bit image (a screenshot
+    or a windowed export) passes the Hounsfield checks, but its fat, air and contrast are clipped away."""
+    values = sitk.GetArrayViewFromImage(ct)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and high <= 255 and np.array_equal(values, np.round(values)):
+        return [f"CT values around the liver are whole numbers in [{low:.0f}, {high:.0f}], nothing below 0 HU: this "
+                "looks like an 8-bit image (a screenshot or a windowed export), not a CT in Hounsfield units"]
     return []
 
 
@@ -271,12 +279,19 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
     images[0] = normalise_ct(ct_hu, config.ct_window)
     available[0] = True
     body = ct_hu > -500.0
+    warnings = hounsfield_warnings(ct_hu, label_map) + eight_bit_warnings(ct_crop)
     for channel, (name, pet) in enumerate((("FDG PET", pet_fdg), ("acetate PET", pet_act)), start=1):
         if pet is None:
             continue
-        if overlap_fraction(pet, grid) < 0.5:
+        overlap = overlap_fraction(pet, grid)
+        if overlap < 0.5:
             raise GeometryError(f"{name} does not overlap the CT's liver region (check its registration)")
+        if overlap < 0.95:
+            warnings.append(f"{name} covers only {overlap:.0%} of the liver region; uptake outside it reads as 0")
         pet_grid = sitk.GetArrayFromImage(resample_to(pet, grid, sitk.sitkLinear))
+        if float(np.ptp(pet_grid[label_map > 0])) <= 1e-6 if (label_map > 0).any() else True:
+            warnings.append(f"{name} is constant ({float(pet_grid.max()):.3g}) across the liver: it carries no "
+                            "uptake information; check that the right series was given")
         if config.pet_scale == "liver":
             images[channel] = normalise_pet_to_liver(pet_grid, label_map, config.pet_liver_ratio_max)
         else:
@@ -284,8 +299,7 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
         available[channel] = True
     if config.zscore:
         images[available] = np.stack([_zscore(v) for v in images[available]])
-    return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box,
-                            hounsfield_warnings(ct_hu, label_map))
+    return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box, warnings)
 
 
 def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],

@@ -87,7 +87,37 @@ def test_a_sheared_direction_with_determinant_one_is_refused(tmp_path):
 
 def test_an_8_bit_ct_is_flagged():
     ct, mask, _ = make_case()
-    clipped = sitk.Cast(sitk.Clamp(ct + 60, sitk.sitkFloat32, 0, 255), sitk.sitkFloat32)  # a windowed 8-bit export
+    clipped = sitk.Cast(sitk.Clamp(sitk.Round(ct + 60), sitk.sitkFloat32, 0, 255), sitk.sitkUInt8)  # 8-bit export
     case = preprocess_case(clipped, mask, config=PreprocessConfig(grid=(16, 32, 32)))
     assert any("8-bit image" in warning for warning in case.warnings)
-    assert not any("8-bit" in w for w in preprocess_case(ct - 200, mask, config=PreprocessConfig(grid=(16, 32, 32))).warnings)
+    assert not any("8-bit" in w for w in preprocess_case(ct, mask, config=PreprocessConfig(grid=(16, 32, 32))).warnings)
+
+
+# ------------------------------------------------------------------ quiet acceptance (issue 15, class 12)
+def test_a_pet_without_uptake_or_covering_part_of_the_liver_is_warned_about():
+    ct, mask, pet = make_case()
+    config = PreprocessConfig(grid=(16, 32, 32))
+    assert not preprocess_case(ct, mask, pet, config=config).warnings
+    flat = preprocess_case(ct, mask, pet * 0, config=config).warnings
+    assert any("FDG PET is constant (0)" in w for w in flat)
+    size = list(pet.GetSize())
+    half = sitk.RegionOfInterest(pet, [size[0] * 5 // 8, size[1], size[2]], [0, 0, 0])
+    partial = preprocess_case(ct, mask, half, config=config).warnings
+    assert any(w.startswith("FDG PET covers only") and "of the liver region" in w for w in partial), partial
+
+
+def test_messages_speak_of_what_the_user_gave(tmp_path, capsys):
+    from reactkd.cli import main
+    from reactkd.errors import ConfigError
+    from reactkd.io import write_image
+    from reactkd.training.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("doses: [1.0e-300]\n")
+    with pytest.raises(ConfigError, match=r"doses must be fractions of the full dose in \[0.001, 1\], got \[1e-300\]"):
+        load_config(path)
+    tiny = sitk.Image([2, 2, 2], sitk.sitkFloat32)
+    write_image(tiny, tmp_path / "tiny.nii.gz")
+    assert main(["simulate-ldct", "--ct", str(tmp_path / "tiny.nii.gz"), "--dose", "0.5", "--out",
+                 str(tmp_path / "low.nii.gz")]) == 2
+    assert "this CT's slices are 2 x 2" in capsys.readouterr().err

@@ -120,8 +120,9 @@ class TrainConfig:
             problems.append("epochs (<= 10000), batch_size (<= 4096) or warmup_steps (<= 1e6) out of range")
         if not 0 <= self.modality_dropout < 1:
             problems.append("modality_dropout must lie in [0, 1)")
-        if any(not 0 < d <= 1 for d in self.doses) or not self.doses:
-            problems.append("doses must be fractions in (0, 1]")
+        if not self.doses or any(not MIN_DOSE <= d <= 1 for d in self.doses):
+            problems.append(f"doses must be fractions of the full dose in [{MIN_DOSE:g}, 1], got "
+                            f"{[float(d) for d in self.doses][:8]}")
         if len(self.teacher_weights) != 2 or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0:
             problems.append("teacher_weights must be two non-negative numbers, not both 0")
         if self.class_weights is not None and (len(self.class_weights) != 3 or not all(
@@ -171,6 +172,7 @@ def _from_mapping(cls, data: dict, prefix: str = ""):
 
 
 MAX_CONFIG_BYTES = 256 * 1024
+MIN_DOSE = 1e-3  # 0.1 % of the full dose: far below any clinical protocol; smaller values underflow in float32
 MAX_ALIASES = 100  # a real config needs a handful; "billion laughs" needs thousands of expansions
 
 
