@@ -43,7 +43,7 @@ import torch
 
 from .errors import ConfigError, GeometryError, ReactKDError
 from .io import from_numpy, to_numpy
-from .ldct_projector import WINDOWS, get_projector, pack_pairs
+from .ldct_projector import MIN_ANGLES, WINDOWS, get_projector, pack_pairs
 
 #: Linear attenuation of water at 70 keV, 1/mm: NIST XCOM mass attenuation 0.2059 cm^2/g (60 keV) and
 #: 0.1837 cm^2/g (80 keV), log-log interpolated to 0.1937 cm^2/g, times 1 g/cm^3.
@@ -286,8 +286,8 @@ def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generato
     return out
 
 
-#: Smallest slice the projector can sample into as many views as a scan has (MIN_ANGLES and more).
-MIN_SLICE_VOXELS = 16
+#: Smallest slice the projector can handle: it takes as many views as the slice is wide, at least MIN_ANGLES.
+MIN_SLICE_VOXELS = MIN_ANGLES
 
 
 def simulate_low_dose_image(image: sitk.Image, dose: float, seed: int = 0, *, device: str | torch.device = "cpu",

@@ -39,12 +39,12 @@ def plan(monkeypatch, torch, packages):
 
 def test_missing_torch_comes_from_the_pytorch_extension_with_the_monai_version(recorded, monkeypatch):
     calls, _, patch = recorded
-    plan(patch, "missing", ["POT>=0.9.6"])
+    plan(patch, "missing", ["reactkd-surely-absent-package>=0.9.6"])
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # a fresh Slicer has not loaded torch
     assert first_use.ensure_dependencies("training") is True
     assert calls[0] == ("installTorch", True, TORCH_REQUIREMENT)
-    assert calls[1][0] == "confirm" and "POT>=0.9.6" in calls[1][1]
-    assert calls[2] == ("pip", ["POT>=0.9.6"])
+    assert calls[1][0] == "confirm" and "reactkd-surely-absent-package>=0.9.6" in calls[1][1]
+    assert calls[2] == ("pip", ["reactkd-surely-absent-package>=0.9.6"])
 
 
 def test_declined_installs_nothing(recorded):
