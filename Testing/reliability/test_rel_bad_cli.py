@@ -151,6 +151,7 @@ CLI_CASES = {
     "evaluate-unknown-modality-subset": (lambda c: c.evaluate("--modalities", "ct,mri"),
                                          "unknown modality subset.*mri"),
     "evaluate-dose-out-of-range": (lambda c: c.evaluate("--doses", "1,0"), "doses must be fractions"),
+    "evaluate-fold-without-training-record": (lambda c: c.evaluate("--fold", "0"), "has no training record"),
     "train-fold-out-of-range": (lambda c: c.train("--fold", "3", "--folds", "3"), r"--fold must lie in \[0, 2\]"),
     "train-fold-negative": (lambda c: c.train("--fold", "-1"), r"--fold must lie in"),
     "train-one-fold": (lambda c: c.train("--folds", "1"), "--folds must be at least 2"),
