@@ -107,3 +107,51 @@ def test_write_classification_scene(scene_case, tmp_path):
     assert (warm > 25).sum() > 20  # the heat map is in the overview
     members = zipfile.ZipFile(files.scene_mrb).namelist()
     assert {"scene/Data/pet_fdg.nrrd", "scene/Data/attention_gradcam.nrrd"} <= set(members)
+
+
+def test_a_truncated_bundle_is_refused_and_never_renamed_into_place(tmp_path):
+    """A full disk truncates the zip; its directory at the end is lost, which the check catches."""
+    import types
+    import zipfile
+
+    from reactkd.errors import ReactKDError
+    from reactkd.scene import save_mrb
+
+    def write_truncated(path):
+        with zipfile.ZipFile(path, "w") as bundle:
+            bundle.writestr("scene/scene.mrml", "<MRML>" + "x" * 5000 + "</MRML>")
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        return True
+
+    target = tmp_path / "scene.mrb"
+    with pytest.raises(ReactKDError, match="not written completely"):
+        save_mrb(types.SimpleNamespace(WriteToMRB=write_truncated), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_truncated_png_is_refused(tmp_path, monkeypatch):
+    import numpy as np
+
+    from reactkd.errors import ReactKDError
+    from reactkd.scene import render
+
+    real = render.vtk.vtkPNGWriter
+
+    class CuttingWriter:
+        def __init__(self):
+            self.inner = real()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def Write(self):
+            self.inner.Write()
+            name = self.inner.GetFileName()
+            data = open(name, "rb").read()
+            open(name, "wb").write(data[:-20])
+
+    monkeypatch.setattr(render.vtk, "vtkPNGWriter", CuttingWriter)
+    with pytest.raises(ReactKDError, match="not written completely"):
+        render.write_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []

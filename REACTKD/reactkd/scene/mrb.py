@@ -26,6 +26,10 @@ def save_mrb(scene: slicer.vtkMRMLScene, path: str | os.PathLike) -> Path:
         staged = Path(folder) / path.name
         if not scene.WriteToMRB(str(staged)) or not staged.is_file() or not staged.stat().st_size:
             raise ReactKDError(f"{path}: scene could not be written")
+        try:  # a truncated bundle (full disk) loses the zip directory at its end: opening it fails
+            zipfile.ZipFile(staged).close()
+        except (zipfile.BadZipFile, OSError):
+            raise ReactKDError(f"{path}: the scene was not written completely (is the disk full?)") from None
         os.replace(staged, tmp)
     return path
 

@@ -184,6 +184,10 @@ def write_png(pixels: np.ndarray, path: str | os.PathLike) -> Path:
         writer.Write()
         if writer.GetErrorCode() or not tmp.stat().st_size:
             raise OSError(f"{path}: PNG could not be written")
+        with open(tmp, "rb") as handle:  # a full disk truncates silently: a complete PNG ends with its IEND chunk
+            handle.seek(max(tmp.stat().st_size - 8, 0))
+            if handle.read(8) != b"IEND\xaeB`\x82":
+                raise ReactKDError(f"{path}: the file was not written completely (is the disk full?)")
     return path
 
 
