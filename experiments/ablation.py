@@ -91,8 +91,11 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
     args = parser.parse_args()
     out = args.out
-    if args.table_only:
-        print(table(json.loads((out / "ablation.json").read_text()), args))
+    if args.table_only:  # paired differences recomputed from the kept per-case probabilities (partial runs too)
+        results = json.loads((out / "ablation.json").read_text())
+        results["paired"] = {str(seed): paired_rows(results["rows"], seed)
+                             for seed in sorted({r["seed"] for runs in results["rows"].values() for r in runs})}
+        print(table(results, args))
         return
     manifest = out / "cohort/manifest.csv"
     if not manifest.exists():
