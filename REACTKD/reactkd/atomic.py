@@ -62,17 +62,21 @@ def folder_lock(folder: str | os.PathLike, wait: bool = True) -> Iterator[None]:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if os.name == "nt":  # pragma: no cover - Windows: a lock file, byte-range locked
+    if os.name == "nt":  # pragma: no cover - Windows: a byte-range lock on a lock file
         import msvcrt
 
         handle = open(folder / LOCK_FILE, "a+b")
-        fd, lock = handle.fileno(), lambda: msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
-    else:
+        fd = handle.fileno()
+
+        def lock() -> None:
+            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:  # flock on the folder itself: nothing is added to it
         import fcntl
 
-        fd = os.open(folder, os.O_RDONLY)
-        handle = None
-        lock = lambda: fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))  # noqa: E731
+        handle, fd = None, os.open(folder, os.O_RDONLY)
+
+        def lock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     try:
         try:
             lock()
@@ -80,11 +84,11 @@ def folder_lock(folder: str | os.PathLike, wait: bool = True) -> Iterator[None]:
             raise ReactKDError(f"{folder}: another reactkd run is writing into this folder; wait for it or "
                                "choose another --out") from None
         yield
-    finally:
+    finally:  # closing releases the lock
         if handle is not None:
             handle.close()
         else:
-            os.close(fd)  # releases the lock
+            os.close(fd)
 
 
 def staging_prefix() -> str:
@@ -93,28 +97,34 @@ def staging_prefix() -> str:
 
 
 def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
-    """Delete `.reactkd-out-<pid>-*` staging folders in `folder` whose process is gone (a killed run)."""
-    removed = []
-    for staging in Path(folder).glob(".reactkd-out-*"):
-        parts = staging.name.split("-")  # ".reactkd", "out", pid, random (older runs: no pid)
-        pid = int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
-        if staging.is_dir() and (pid is None or not _alive(pid)):
-            import shutil
+    """Delete `.reactkd-out-<pid>-*` staging folders in `folder` whose process is gone (a killed run); folders
+    of the older, pid-less naming too (no run of this version writes them)."""
+    return remove_orphan_folders(folder, ".reactkd-out-", pidless=True)
 
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
+
+def remove_orphan_folders(root: str | os.PathLike, prefix: str, pidless: bool = False) -> list[Path]:
+    """Delete folders `<prefix><pid>-*` in `root` whose process no longer runs (and, with `pidless`, folders
+    `<prefix>*` without a pid). A running process's folders, this one's included, are kept."""
+    import shutil
+
+    removed = []
+    for candidate in Path(root).glob(prefix + "*"):
+        head = candidate.name[len(prefix):].split("-", 1)
+        pid = int(head[0]) if len(head) == 2 and head[0].isdigit() else None
+        if candidate.is_dir() and (not pid_alive(pid) if pid is not None else pidless):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C there
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (on Windows, where a probe would signal it, always assumed to)."""
+    if pid == os.getpid() or os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C there
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except OSError:  # exists, owned by someone else
         return True
     return True

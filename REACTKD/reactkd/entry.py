@@ -7,12 +7,15 @@ import sys
 
 
 def run() -> None:
+    code = None
     try:
         from .cli import main
 
         code = main()
-    except KeyboardInterrupt:  # before main() could catch it
-        print("error: interrupted", file=sys.stderr)
-        code = 130
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finished: nothing left to interrupt
+    except KeyboardInterrupt:
+        if code is None:  # before main() could catch it; after it returned, its code stands
+            print("error: interrupted", file=sys.stderr)
+            code = 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

@@ -67,6 +67,11 @@ def _resolve(root: Path, cell: str, where: str, problems: list[str]) -> Path | N
     return resolved
 
 
+def duplicated_columns(header: list[str]) -> list[str]:
+    """Column names that appear more than once (a CSV reader would silently keep one of them)."""
+    return sorted({name for name in header if name and header.count(name) > 1})
+
+
 def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
     """Read and validate a manifest; raise ManifestError listing every problem found."""
     path = Path(path)
@@ -78,7 +83,7 @@ def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
-    duplicated = sorted({c for c in header if c and header.count(c) > 1})
+    duplicated = duplicated_columns(header)
     if duplicated:  # csv.DictReader would silently keep the last one
         raise ManifestError(f"{path}: duplicated column(s) {', '.join(duplicated)}; each column must appear once")
     missing = [c for c in COLUMNS if c not in header]

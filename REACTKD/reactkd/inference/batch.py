@@ -23,6 +23,8 @@ from pathlib import Path
 
 from ..atomic import folder_lock, write_text_atomic
 from ..errors import ManifestError, ReactKDError
+from ..manifest import duplicated_columns
+from ..output_paths import check_output
 
 RESULTS_FILE = "results.csv"
 CASES_FOLDER = "cases"
@@ -53,7 +55,7 @@ def read_grading_manifest(path: str | Path) -> list[GradingCase]:
     reader = csv.reader(io.StringIO(text))
     header = [name.strip() for name in next(reader, [])]
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    duplicated = sorted({name for name in header if name and header.count(name) > 1})
+    duplicated = duplicated_columns(header)
     if missing or duplicated:
         raise ManifestError(f"{path}: " + "; ".join(
             ([f"missing column(s) {', '.join(missing)} (needs {', '.join(REQUIRED_COLUMNS)})"] if missing else [])
@@ -120,19 +122,16 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
                    render: bool = False, progress=None) -> tuple[int, list[dict]]:
     """Grade every case; returns (number graded now, all result rows). `progress(event)` gets one dict per
     case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}."""
-    from ..output_paths import check_output
     from .classifier import Classifier
 
     out_dir = check_output(out_dir, folder=True, inputs=[manifest, model], names=(RESULTS_FILE,))
     cases = read_grading_manifest(manifest)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, wait=False):  # a second batch into the same folder is refused, not interleaved
         return _grade(cases, out_dir, Classifier(model, device=device), render, progress)
 
 
 def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, progress) -> tuple[int, list[dict]]:
     from ..io import read_image
-    from ..output_paths import check_output
     from .outputs import OUTPUT_FILES, write_outputs
 
     class_names = list(classifier.metadata["class_names"])

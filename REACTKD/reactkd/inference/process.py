@@ -17,7 +17,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import remove_orphan_folders
 from ..child_process import child_env, new_group_options, slicer_python_executable, stop_process_group
 from ..errors import ReactKDError
 
@@ -297,23 +297,4 @@ def session_roots() -> list[Path]:
 
 def remove_stale_sessions(root: str | os.PathLike) -> list[Path]:
     """Delete session folders left by a Slicer that was killed (its process id no longer runs)."""
-    removed = []
-    for folder in Path(root).glob(SESSION_PREFIX + "*"):
-        match = re.match(re.escape(SESSION_PREFIX) + r"(\d+)-", folder.name)
-        if match is None or not folder.is_dir() or _pid_alive(int(match.group(1))):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C there; keep the folder
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+    return remove_orphan_folders(root, SESSION_PREFIX)

@@ -219,7 +219,11 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: a config of {path.stat().st_size} bytes is implausibly large")
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader) or {}  # noqa: S506 - safe loader
+            loader = _BoundedLoader(path.read_text(encoding="utf-8"))  # a SafeLoader: no Python objects
+            try:
+                data = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
