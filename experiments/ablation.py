@@ -40,6 +40,9 @@ STUDENTS = {  # name -> config overrides
     "full (PET channels + modality dropout)": {"alpha": 0.7, "lambda_graph": 1.0, "student": {"in_channels": 3}},
     "no KD, global head": {"alpha": 0.0, "lambda_graph": 0.0, "head": "global", "student": {"in_channels": 1}},
 }
+#: The additions one at a time: (row before, row after).
+LADDER = [(BASELINE, "+ logit KD"), ("+ logit KD", "+ RGD"), ("+ RGD", "full (PET channels + modality dropout)"),
+          (BASELINE, "no KD, global head")]
 CAM_CASES = 12  # test cases per fold whose Grad-CAM share is measured (classify costs about 0.3 s each)
 
 
@@ -93,9 +96,7 @@ def main() -> None:
     out = args.out
     if args.table_only:  # paired differences recomputed from the kept per-case probabilities (partial runs too)
         results = json.loads((out / "ablation.json").read_text())
-        results["paired"] = {str(seed): paired_rows(results["rows"], seed)
-                             for seed in sorted({r["seed"] for runs in results["rows"].values() for r in runs})}
-        print(table(results, args))
+        print(table(add_pairs(results), args))
         return
     manifest = out / "cohort/manifest.csv"
     if not manifest.exists():
@@ -146,15 +147,13 @@ def main() -> None:
                 (out / "ablation.json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
                 print(f"[{time.time() - start:6.0f} s] seed {seed} fold {fold} {name}: macro AUC "
                       f"{row['overall']['auc_macro']}", flush=True)
-    results["paired"] = {str(seed): paired_rows(results["rows"], seed)
-                         for seed in sorted({r["seed"] for runs in results["rows"].values() for r in runs})}
-    (out / "ablation.json").write_text(json.dumps(results, indent=1))
+    (out / "ablation.json").write_text(json.dumps(add_pairs(results), indent=1))
     print(table(results, args))
 
 
-def paired_rows(rows: dict, seed: int) -> dict:
-    """Each row minus the no-KD student on the same test cases pooled over the seed's folds: macro AUC
-    difference with a paired bootstrap CI."""
+def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray, np.ndarray]]:
+    """Per row: (case ids, labels, probabilities) on the seed's test parts pooled over its folds, sorted by
+    case id so that two rows line up case by case."""
     pooled: dict[str, dict] = {}
     for name, runs in rows.items():
         for run_ in (r for r in runs if r["seed"] == seed and "test_cases" in r):
@@ -162,18 +161,49 @@ def paired_rows(rows: dict, seed: int) -> dict:
             part["ids"] += run_["test_cases"]["ids"]
             part["labels"].append(np.asarray(run_["test_cases"]["labels"]))
             part["probs"].append(np.asarray(run_["test_cases"]["probs"]))
-    if BASELINE not in pooled:
-        return {}
-    order = np.argsort(pooled[BASELINE]["ids"])
-    labels = np.concatenate(pooled[BASELINE]["labels"])[order]
-    reference = np.concatenate(pooled[BASELINE]["probs"])[order]
-    paired = {}
+    out = {}
     for name, part in pooled.items():
-        if name == BASELINE or sorted(part["ids"]) != sorted(pooled[BASELINE]["ids"]):
-            continue
-        probs = np.concatenate(part["probs"])[np.argsort(part["ids"])]
-        paired[name] = paired_macro_auc_difference(labels, reference, probs, 2000)
+        order = np.argsort(part["ids"])
+        out[name] = ([part["ids"][i] for i in order], np.concatenate(part["labels"])[order],
+                     np.concatenate(part["probs"])[order])
+    return out
+
+
+def paired_rows(rows: dict, seed: int, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Macro AUC of B minus A on the same test cases pooled over the seed's folds, with a paired bootstrap
+    CI, for each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name. A
+    pair is skipped unless both rows were run on exactly the same cases."""
+    pooled = pooled_test_cases(rows, seed)
+    if pairs is None:
+        pairs = [(BASELINE, name) for name in pooled if name != BASELINE]
+    paired = {}
+    for a, b in pairs:
+        if a in pooled and b in pooled and pooled[a][0] == pooled[b][0]:
+            paired[b] = paired_macro_auc_difference(pooled[a][1], pooled[a][2], pooled[b][2], 2000)
     return paired
+
+
+def add_pairs(results: dict) -> dict:
+    """Set the paired comparisons of every training seed run so far (against no-KD, and step by step)."""
+    seeds = sorted({r["seed"] for runs in results["rows"].values() for r in runs})
+    results["paired"] = {str(seed): paired_rows(results["rows"], seed) for seed in seeds}
+    results["ladder"] = {str(seed): ladder_rows(results["rows"], seed) for seed in seeds}
+    return results
+
+
+def ladder_rows(rows: dict, seed: int) -> dict:
+    """Each step of the ladder against the row before it (what that one addition did)."""
+    return paired_rows(rows, seed, [(a, b) for a, b in LADDER])
+
+
+def _paired_table(pairs: dict[str, tuple[str, dict]]) -> list[str]:
+    lines = ["| row B | minus row A | B's AUC | A's AUC | difference [95 % CI] | share of resamples B not better "
+             "| cases |", "|---|---|---|---|---|---|---|"]
+    for name, (reference, d) in pairs.items():
+        lines.append(f"| {name} | {reference} | {d['auc_macro_b']:.3f} | {d['auc_macro_a']:.3f} | "
+                     f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
+                     f"{d['p_b_not_better']:.3f} | {d['n_cases']} |")
+    return lines
 
 
 def _mean_sd(values) -> str:
@@ -210,15 +240,16 @@ def table(results: dict, args) -> str:
             cells.append("-" if o is None else f"{o['auc_macro']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for seed, paired in results.get("paired", {}).items():
-        if not paired:
-            continue
-        lines += ["", f"Seed {seed}: each row minus the CT-only no-KD student, macro AUC on the same pooled test "
-                  "cases (paired bootstrap, 2000 resamples).", "",
-                  "| row | its AUC | no-KD AUC | difference [95 % CI] | share of resamples not better | cases |",
-                  "|---|---|---|---|---|---|"]
-        for name, d in paired.items():
-            lines.append(f"| {name} | {d['auc_macro_b']:.3f} | {d['auc_macro_a']:.3f} | {d['difference']:+.3f} "
-                         f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_b_not_better']:.3f} | {d['n_cases']} |")
+        if paired:
+            lines += ["", f"Seed {seed}: each row minus the CT-only no-KD student, macro AUC on the same pooled "
+                      "test cases (paired bootstrap, 2000 resamples).", ""]
+            lines += _paired_table({name: (BASELINE, d) for name, d in paired.items()})
+    before = dict((b, a) for a, b in LADDER)
+    for seed, ladder in results.get("ladder", {}).items():
+        if ladder:
+            lines += ["", f"Seed {seed}: one addition at a time, each row minus the row it adds to, on the same "
+                      "pooled test cases (paired bootstrap, 2000 resamples).", ""]
+            lines += _paired_table({name: (before[name], d) for name, d in ladder.items()})
     return "\n".join(lines)
 
 

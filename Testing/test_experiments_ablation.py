@@ -1,0 +1,107 @@
+"""The ablation's reporting (experiments/ablation.py): runs merged across invocations are paired case by case
+against the no-KD student of the same seed, whatever order each run stored its cases in."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    sys.path.insert(0, str(EXPERIMENTS))  # the script imports its sibling compare_models
+    try:
+        yield importlib.import_module("ablation")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def _run(seed, fold, ids, labels, probs, auc=0.5):
+    return {"seed": seed, "fold": fold, "doses": {},
+            "overall": {"auc_macro": auc, "accuracy": 0.5, "f1_macro": 0.5, "ece": 0.1,
+                        "ci95": {"auc_macro": [auc - 0.1, auc + 0.1]}},
+            "test_cases": {"ids": list(ids), "labels": np.asarray(labels).tolist(),
+                           "probs": np.asarray(probs).tolist()}}
+
+
+def _macro_auc(labels, probs):
+    return np.mean([roc_auc_score(labels == k, probs[:, k]) for k in range(probs.shape[1])])
+
+
+def test_paired_rows_pool_folds_and_match_cases_by_id(ablation):
+    rng = np.random.default_rng(3)
+    n = 60
+    labels = np.arange(n) % 3
+    ids = np.array([f"case{i:03d}" for i in range(n)])
+    noise = rng.dirichlet(np.ones(3), size=n)
+    better = 0.5 * noise + 0.5 * np.eye(3)[labels]
+    folds = [np.arange(0, 30), np.arange(30, 60)]
+    rows = {ablation.BASELINE: [], "+ logit KD": [], "other seed only": []}
+    for fold, part in enumerate(folds):
+        rows[ablation.BASELINE].append(_run(0, fold, ids[part], labels[part], noise[part]))
+        reverse = part[::-1]  # stored in another order: pairing must go by case id
+        rows["+ logit KD"].append(_run(0, fold, ids[reverse], labels[reverse], better[reverse]))
+    rows["other seed only"].append(_run(1, 0, ids[folds[0]], labels[folds[0]], better[folds[0]]))
+
+    paired = ablation.paired_rows(rows, seed=0)
+
+    assert set(paired) == {"+ logit KD"}  # a row without runs of this seed is not paired
+    result = paired["+ logit KD"]
+    assert result["n_cases"] == n
+    assert result["auc_macro_a"] == pytest.approx(_macro_auc(labels, noise))
+    assert result["auc_macro_b"] == pytest.approx(_macro_auc(labels, better))
+    assert result["difference"] > 0.2
+    assert result["ci95"][0] > 0
+
+
+def test_a_row_missing_a_fold_is_not_paired(ablation):
+    labels = np.arange(12) % 3
+    probs = np.full((12, 3), 1 / 3)
+    ids = [f"c{i}" for i in range(12)]
+    rows = {ablation.BASELINE: [_run(0, 0, ids[:6], labels[:6], probs[:6]), _run(0, 1, ids[6:], labels[6:], probs[6:])],
+            "+ RGD": [_run(0, 0, ids[:6], labels[:6], probs[:6])]}
+    assert ablation.paired_rows(rows, seed=0) == {}
+    assert ablation.paired_rows({"+ RGD": rows["+ RGD"]}, seed=0) == {}  # no baseline, nothing to pair
+
+
+def test_table_lists_every_run_and_the_paired_section(ablation):
+    labels = np.arange(30) % 3
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(30)]
+    rows = {ablation.BASELINE: [_run(0, 0, ids, labels, rng.dirichlet(np.ones(3), 30), auc=0.6),
+                                _run(1, 2, ids, labels, rng.dirichlet(np.ones(3), 30), auc=0.8)],
+            "+ RGD": [_run(0, 0, ids, labels, np.eye(3)[labels] * 0.5 + 1 / 6, auc=1.0)]}
+    results = {"rows": rows, "paired": {"0": ablation.paired_rows(rows, 0), "1": ablation.paired_rows(rows, 1)}}
+    args = type("Args", (), {"folds": 3, "cases": 30, "seed": 7, "config": "demo.yaml"})()
+
+    text = ablation.table(results, args)
+
+    assert "runs (training seed, fold) [(0, 0), (1, 2)]" in text
+    assert f"| {ablation.BASELINE} | 0.700 ± 0.100 |" in text  # mean ± SD over its two runs
+    assert "| + RGD | 1.000 [0.900, 1.100] | - |" in text  # seed 1 fold 2 not run for this row
+    assert "Seed 0: each row minus" in text and "Seed 1: each row minus" not in text
+
+
+def test_ladder_compares_each_addition_with_the_row_it_adds_to(ablation):
+    rng = np.random.default_rng(5)
+    labels = np.arange(45) % 3
+    ids = [f"c{i:02d}" for i in range(45)]
+    noise = rng.dirichlet(np.ones(3), size=45)
+    probs = {ablation.BASELINE: noise, "+ logit KD": 0.7 * noise + 0.3 * np.eye(3)[labels],
+             "+ RGD": 0.7 * noise + 0.3 * np.eye(3)[labels]}  # RGD adds nothing over logit KD
+    rows = {name: [_run(0, 0, ids, labels, p)] for name, p in probs.items()}
+
+    ladder = ablation.ladder_rows(rows, seed=0)
+
+    assert set(ladder) == {"+ logit KD", "+ RGD"}  # the rows not run are left out
+    assert ladder["+ logit KD"]["difference"] > 0.1
+    assert ladder["+ RGD"]["difference"] == pytest.approx(0.0)
+    assert ladder["+ RGD"]["auc_macro_a"] == pytest.approx(_macro_auc(labels, probs["+ logit KD"]))
+    text = ablation.table(ablation.add_pairs({"rows": rows}), type("A", (), {"folds": 3, "cases": 45, "seed": 7,
+                                                                              "config": "c"})())
+    assert "| + RGD | + logit KD |" in text and "| + RGD | " + ablation.BASELINE + " |" in text
