@@ -48,7 +48,7 @@ def test_paired_rows_pool_folds_and_match_cases_by_id(ablation):
         rows["+ logit KD"].append(_run(0, fold, ids[reverse], labels[reverse], better[reverse]))
     rows["other seed only"].append(_run(1, 0, ids[folds[0]], labels[folds[0]], better[folds[0]]))
 
-    paired = ablation.paired_rows(rows, seed=0)
+    paired = ablation.paired_rows(rows, [0])
 
     assert set(paired) == {"+ logit KD"}  # a row without runs of this seed is not paired
     result = paired["+ logit KD"]
@@ -65,8 +65,8 @@ def test_a_row_missing_a_fold_is_not_paired(ablation):
     ids = [f"c{i}" for i in range(12)]
     rows = {ablation.BASELINE: [_run(0, 0, ids[:6], labels[:6], probs[:6]), _run(0, 1, ids[6:], labels[6:], probs[6:])],
             "+ RGD": [_run(0, 0, ids[:6], labels[:6], probs[:6])]}
-    assert ablation.paired_rows(rows, seed=0) == {}
-    assert ablation.paired_rows({"+ RGD": rows["+ RGD"]}, seed=0) == {}  # no baseline, nothing to pair
+    assert ablation.paired_rows(rows, [0]) == {}
+    assert ablation.paired_rows({"+ RGD": rows["+ RGD"]}, [0]) == {}  # no baseline, nothing to pair
 
 
 def test_table_lists_every_run_and_the_paired_section(ablation):
@@ -76,7 +76,7 @@ def test_table_lists_every_run_and_the_paired_section(ablation):
     rows = {ablation.BASELINE: [_run(0, 0, ids, labels, rng.dirichlet(np.ones(3), 30), auc=0.6),
                                 _run(1, 2, ids, labels, rng.dirichlet(np.ones(3), 30), auc=0.8)],
             "+ RGD": [_run(0, 0, ids, labels, np.eye(3)[labels] * 0.5 + 1 / 6, auc=1.0)]}
-    results = {"rows": rows, "paired": {"0": ablation.paired_rows(rows, 0), "1": ablation.paired_rows(rows, 1)}}
+    results = ablation.add_pairs({"rows": rows})
     args = type("Args", (), {"folds": 3, "cases": 30, "seed": 7, "config": "demo.yaml"})()
 
     text = ablation.table(results, args)
@@ -85,6 +85,7 @@ def test_table_lists_every_run_and_the_paired_section(ablation):
     assert f"| {ablation.BASELINE} | 0.700 ± 0.100 |" in text  # mean ± SD over its two runs
     assert "| + RGD | 1.000 [0.900, 1.100] | - |" in text  # seed 1 fold 2 not run for this row
     assert "Seed 0: each row minus" in text and "Seed 1: each row minus" not in text
+    assert "All seeds" not in text  # + RGD has no seed-1 run: nothing to pair over both seeds
 
 
 def test_ladder_compares_each_addition_with_the_row_it_adds_to(ablation):
@@ -96,7 +97,7 @@ def test_ladder_compares_each_addition_with_the_row_it_adds_to(ablation):
              "+ RGD": 0.7 * noise + 0.3 * np.eye(3)[labels]}  # RGD adds nothing over logit KD
     rows = {name: [_run(0, 0, ids, labels, p)] for name, p in probs.items()}
 
-    ladder = ablation.ladder_rows(rows, seed=0)
+    ladder = ablation.paired_rows(rows, [0], ablation.LADDER)
 
     assert set(ladder) == {"+ logit KD", "+ RGD"}  # the rows not run are left out
     assert ladder["+ logit KD"]["difference"] > 0.1
@@ -105,3 +106,28 @@ def test_ladder_compares_each_addition_with_the_row_it_adds_to(ablation):
     text = ablation.table(ablation.add_pairs({"rows": rows}), type("A", (), {"folds": 3, "cases": 45, "seed": 7,
                                                                               "config": "c"})())
     assert "| + RGD | + logit KD |" in text and "| + RGD | " + ablation.BASELINE + " |" in text
+
+
+def test_pairs_over_seeds_average_the_seeds_on_the_same_cases(ablation):
+    rng = np.random.default_rng(9)
+    labels = np.arange(36) % 3
+    ids = [f"c{i:02d}" for i in range(36)]
+    rows = {ablation.BASELINE: [], "+ logit KD": []}
+    runs = {}
+    for seed in (0, 1):
+        noise = rng.dirichlet(np.ones(3), size=36)
+        runs[seed] = (noise, 0.8 * noise + 0.2 * np.eye(3)[labels])
+        for fold, part in enumerate((np.arange(0, 18), np.arange(18, 36)[::-1])):  # folds differ by seed
+            part = part if seed == 0 else part[::-1]
+            rows[ablation.BASELINE].append(_run(seed, fold, [ids[i] for i in part], labels[part], runs[seed][0][part]))
+            rows["+ logit KD"].append(_run(seed, fold, [ids[i] for i in part], labels[part], runs[seed][1][part]))
+
+    results = ablation.add_pairs({"rows": rows})
+
+    both = results["paired"]["all"]["+ logit KD"]
+    assert both["n_runs"] == 2 and both["n_cases"] == 36
+    assert both["auc_macro_b"] == pytest.approx(np.mean([_macro_auc(labels, runs[s][1]) for s in (0, 1)]))
+    assert both["difference"] == pytest.approx(np.mean([results["paired"][str(s)]["+ logit KD"]["difference"]
+                                                        for s in (0, 1)]))
+    text = ablation.table(results, type("A", (), {"folds": 2, "cases": 36, "seed": 7, "config": "c"})())
+    assert "All seeds (mean over the seeds): each row minus" in text

@@ -169,31 +169,38 @@ def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray
     return out
 
 
-def paired_rows(rows: dict, seed: int, pairs: list[tuple[str, str]] | None = None) -> dict:
-    """Macro AUC of B minus A on the same test cases pooled over the seed's folds, with a paired bootstrap
-    CI, for each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name. A
-    pair is skipped unless both rows were run on exactly the same cases."""
-    pooled = pooled_test_cases(rows, seed)
+def paired_rows(rows: dict, seeds: list[int], pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Macro AUC of B minus A on the same test cases pooled over the folds, with a paired bootstrap CI, for
+    each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name. Several
+    seeds: the AUC is the mean over the seeds and each resample draws cases once for all of them. A pair is
+    skipped unless both rows were run on exactly the same cases in every seed."""
+    pooled = [pooled_test_cases(rows, seed) for seed in seeds]
+    names = [name for name in pooled[0] if all(name in p for p in pooled)]
     if pairs is None:
-        pairs = [(BASELINE, name) for name in pooled if name != BASELINE]
+        pairs = [(BASELINE, name) for name in names if name != BASELINE]
     paired = {}
     for a, b in pairs:
-        if a in pooled and b in pooled and pooled[a][0] == pooled[b][0]:
-            paired[b] = paired_macro_auc_difference(pooled[a][1], pooled[a][2], pooled[b][2], 2000)
+        if a not in names or b not in names:
+            continue
+        ids = pooled[0][a][0]
+        if any(p[a][0] != ids or p[b][0] != ids for p in pooled):
+            continue
+        labels = pooled[0][a][1]
+        paired[b] = paired_macro_auc_difference(labels, np.stack([p[a][2] for p in pooled]),
+                                                np.stack([p[b][2] for p in pooled]), 2000)
     return paired
 
 
 def add_pairs(results: dict) -> dict:
-    """Set the paired comparisons of every training seed run so far (against no-KD, and step by step)."""
+    """Set the paired comparisons (against no-KD, and one addition at a time) of every training seed run so
+    far and, with several seeds, over all of them."""
     seeds = sorted({r["seed"] for runs in results["rows"].values() for r in runs})
-    results["paired"] = {str(seed): paired_rows(results["rows"], seed) for seed in seeds}
-    results["ladder"] = {str(seed): ladder_rows(results["rows"], seed) for seed in seeds}
+    groups = {str(seed): [seed] for seed in seeds}
+    if len(seeds) > 1:
+        groups["all"] = seeds
+    results["paired"] = {key: paired_rows(results["rows"], group) for key, group in groups.items()}
+    results["ladder"] = {key: paired_rows(results["rows"], group, LADDER) for key, group in groups.items()}
     return results
-
-
-def ladder_rows(rows: dict, seed: int) -> dict:
-    """Each step of the ladder against the row before it (what that one addition did)."""
-    return paired_rows(rows, seed, [(a, b) for a, b in LADDER])
 
 
 def _paired_table(pairs: dict[str, tuple[str, dict]]) -> list[str]:
@@ -239,17 +246,16 @@ def table(results: dict, args) -> str:
             ci = (o or {}).get("ci95", {}).get("auc_macro")
             cells.append("-" if o is None else f"{o['auc_macro']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for seed, paired in results.get("paired", {}).items():
-        if paired:
-            lines += ["", f"Seed {seed}: each row minus the CT-only no-KD student, macro AUC on the same pooled "
-                      "test cases (paired bootstrap, 2000 resamples).", ""]
-            lines += _paired_table({name: (BASELINE, d) for name, d in paired.items()})
     before = dict((b, a) for a, b in LADDER)
-    for seed, ladder in results.get("ladder", {}).items():
-        if ladder:
-            lines += ["", f"Seed {seed}: one addition at a time, each row minus the row it adds to, on the same "
-                      "pooled test cases (paired bootstrap, 2000 resamples).", ""]
-            lines += _paired_table({name: (before[name], d) for name, d in ladder.items()})
+    for key, what, reference in (("paired", "each row minus the CT-only no-KD student", lambda name: BASELINE),
+                                 ("ladder", "one addition at a time, each row minus the row it adds to",
+                                  before.get)):
+        for seeds, paired in results.get(key, {}).items():
+            if paired:
+                who = "All seeds (mean over the seeds)" if seeds == "all" else f"Seed {seeds}"
+                lines += ["", f"{who}: {what}, macro AUC on the same test cases pooled over the folds "
+                          "(paired bootstrap, 2000 resamples).", ""]
+                lines += _paired_table({name: (reference(name), d) for name, d in paired.items()})
     return "\n".join(lines)
 
 

@@ -259,6 +259,29 @@ def test_paired_macro_auc_difference():
     assert better["ci95"][0] > 0 and better["p_b_not_better"] < 0.01 and better["n_cases"] == 90
 
 
+
+def test_paired_macro_auc_difference_over_several_runs_averages_them_on_shared_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    from reactkd.evaluation.metrics import paired_macro_auc_difference
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20)
+    a = rng.dirichlet(np.ones(3), size=(2, 60))  # two seeds of model A
+    b = 0.6 * a + 0.4 * np.eye(3)[y]  # each run of B better than its run of A
+    result = paired_macro_auc_difference(y, a, b, n_bootstrap=400)
+
+    def macro(p):
+        return np.mean([roc_auc_score(y == c, p[:, c]) for c in range(3)])
+
+    assert result["auc_macro_a"] == pytest.approx(np.mean([macro(run) for run in a]))
+    assert result["auc_macro_b"] == pytest.approx(np.mean([macro(run) for run in b]))
+    assert result["n_runs"] == 2 and result["n_cases"] == 60 and result["ci95"][0] > 0
+    one_run = paired_macro_auc_difference(y, a[0], b[0], n_bootstrap=400)  # (N, K) is one run
+    assert one_run["n_runs"] == 1 and one_run["difference"] == pytest.approx(macro(b[0]) - macro(a[0]))
+    with pytest.raises(ValueError, match="same number of runs"):
+        paired_macro_auc_difference(y, a, b[:1], n_bootstrap=10)
+
 def test_attention_share_counts_the_tumour_and_a_ring_of_the_given_width():
     from reactkd.evaluation.metrics import attention_share
 

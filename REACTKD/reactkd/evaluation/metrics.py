@@ -247,24 +247,29 @@ def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b
     """Macro AUC of B minus A on the same cases, with a paired percentile bootstrap (both models scored on
     each resample) and the share of resamples where B is not better (a one-sided bootstrap p-value).
 
-    Resamples that lack a class are skipped, as in ``classification_metrics``.
+    probs: (N, K), or (S, N, K) for S training runs (seeds) of each model on the same N cases: the macro AUC
+    is then the mean over the runs, and each bootstrap resample draws cases once for all runs, so the
+    interval covers case sampling with the run-to-run spread averaged in. Resamples that lack a class are
+    skipped, as in ``classification_metrics``.
     """
     y = np.asarray(y_true)
-    n, k = probs_a.shape
-    if probs_b.shape != (n, k) or len(y) != n:
-        raise ValueError("both models need probabilities for the same cases")
+    runs_a, runs_b = np.asarray(probs_a), np.asarray(probs_b)
+    runs_a, runs_b = (runs_a[None] if runs_a.ndim == 2 else runs_a), (runs_b[None] if runs_b.ndim == 2 else runs_b)
+    s, n, k = runs_a.shape
+    if runs_b.shape != (s, n, k) or len(y) != n:
+        raise ValueError("both models need probabilities for the same cases (and the same number of runs)")
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap)
-    macro = {}
-    for name, probs in (("a", probs_a), ("b", probs_b)):
-        macro[name] = np.mean([weighted_auc(probs[:, c], y == c, counts) for c in range(k)], axis=0)
-    difference = macro["b"] - macro["a"]
-    valid = np.isfinite(difference)
     full = np.ones((1, n))
-    point = {name: float(np.mean([weighted_auc(p[:, c], y == c, full)[0] for c in range(k)]))
-             for name, p in (("a", probs_a), ("b", probs_b))}
+
+    def macro(runs: np.ndarray, weights: np.ndarray) -> np.ndarray:  # (B,) mean over runs and classes
+        return np.mean([weighted_auc(run[:, c], y == c, weights) for run in runs for c in range(k)], axis=0)
+
+    difference = macro(runs_b, counts) - macro(runs_a, counts)
+    valid = np.isfinite(difference)
+    point = {"a": float(macro(runs_a, full)[0]), "b": float(macro(runs_b, full)[0])}
     return {"auc_macro_a": point["a"], "auc_macro_b": point["b"], "difference": point["b"] - point["a"],
             "ci95": _percentile_ci(difference[valid]), "p_b_not_better": float(np.mean(difference[valid] <= 0)),
-            "n_resamples": int(valid.sum()), "n_cases": int(n)}
+            "n_resamples": int(valid.sum()), "n_cases": int(n), "n_runs": int(s)}
 
 
 def attention_share(attention: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float],
