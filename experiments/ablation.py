@@ -7,10 +7,14 @@ paper's global head). Each is trained per fold and seed (the seed also draws the
 fold's held-out test part (`reactkd evaluate --fold I`; the epoch was chosen on an inner split of the
 training part), CT only for students and the dose teacher, PET/CT for the SF teacher. Also: macro AUC per
 simulated dose, the share of Grad-CAM mass inside tumour + 5 mm ring on the test cases, and paired bootstrap
-differences of every student row against the no-KD student on the same cases.
+differences on the same cases pooled over the folds (per seed, and over all seeds): every row against the
+no-KD student, and each addition against the row it adds to.
+
+Runs accumulate in --out/ablation.json across invocations (a stopped run resumes from its checkpoints):
 
     python experiments/ablation.py --out build/ablation --cases 240 --config REACTKD/reactkd/configs/demo.yaml \
         --seeds 0 1
+    python experiments/ablation.py --out build/ablation --table-only --json experiments/results/ablation.json
 """
 
 from __future__ import annotations
@@ -92,11 +96,14 @@ def main() -> None:
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these folds (e.g. 0)")
     parser.add_argument("--rows", nargs="*", help="student rows to run (default: all)")
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
+    parser.add_argument("--json", type=Path, help="with --table-only: also write the runs and paired figures here")
     args = parser.parse_args()
     out = args.out
     if args.table_only:  # paired differences recomputed from the kept per-case probabilities (partial runs too)
         results = json.loads((out / "ablation.json").read_text())
         print(table(add_pairs(results), args))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
         return
     manifest = out / "cohort/manifest.csv"
     if not manifest.exists():
