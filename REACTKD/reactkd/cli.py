@@ -1,4 +1,4 @@
-"""Command line: `reactkd synth|train|evaluate|classify|simulate-ldct|demo|serve|seal` (contract in PRODUCT.md).
+"""Command line: `reactkd synth|train|evaluate|classify|simulate-ldct|demo|serve|seal` (outputs: the README, "Command line").
 
 Exit 0 on success; for bad input exit 2 with one `error: ...` line on stderr and no traceback. Heavy modules
 are imported inside the handlers so `reactkd --help` stays fast.
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1])
     evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all")
     evaluate.add_argument("--device", choices=DEVICES, default="auto")
-    evaluate.add_argument("--fold", type=int, help="evaluate only this fold's validation cases (cross-validation)")
+    evaluate.add_argument("--fold", type=int, help="evaluate only this fold's held-out test cases (cross-validation)")
     evaluate.add_argument("--folds", type=_positive_int, default=3)
     evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
 

@@ -133,8 +133,8 @@ class Classifier:
         return self._cam
 
     def _infer(self, case: PreprocessedCase, regions: RegionSet, timings: dict[str, float]) -> dict:
-        """One forward pass gives the logits, the CBAM attention, the features and (with a backward pass from the
-        explained layer only) the Grad-CAM map of the predicted class."""
+        """One forward pass gives the logits, the CBAM attention, the features and (with one backward pass from the
+        class score down to the explained layer, the liver-referenced input) the Grad-CAM map of the predicted class."""
         adapter, gradcam = self._gradcam()
         images = torch.from_numpy(case.images)[None].to(self.device, memory_format=self._memory_format)
         available = torch.from_numpy(case.available)[None].to(self.device)

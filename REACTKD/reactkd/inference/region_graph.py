@@ -1,4 +1,4 @@
-"""The displayable region graph of one classified case (graph.json in PRODUCT.md)."""
+"""The displayable region graph of one classified case (graph.json; its fields are listed in the README)."""
 
 from __future__ import annotations
 

@@ -28,10 +28,11 @@ class GradCamAdapter(nn.Module):
     ``grad_cam(adapter)`` (MONAI's GradCAM without its flipping post-processing).
 
     ``backward_from_cam_layer=True`` (for inference with frozen weights) cuts the graph at the explained
-    layer's input: the map is unchanged, the backward pass costs a few small layers instead of the whole
-    network, and no input gradient is needed. The hook stays on the model until ``remove_hooks()``. (The
-    region head also pools finer encoder scales, which bypass the explained layer: with frozen weights they
-    need no gradient either.)
+    layer's input: the map is unchanged and the backward pass stops at that layer, with no gradient for
+    anything before it. How much that saves depends on where the layer sits: the default explained layer is
+    the liver-referenced input (``ReactKDModel.cam_layer``), so the backward still runs through the whole
+    network; for a deeper layer it would cost only the layers above it. The hook stays on the model until
+    ``remove_hooks()``.
 
     Note: with ``class_idx=None`` MONAI scores ``logits[:, argmax]`` summed over the whole batch, which
     mixes samples when B > 1; pass one sample at a time or an explicit ``class_idx``.

@@ -144,7 +144,7 @@ def _labels_from_segments(ct_node, ct_image: sitk.Image, segmentation_node, live
     if not liver_segment_id:
         raise MaskError(f"segmentation {name!r} has no liver segment: name one 'liver' or pick it as Liver")
     if not tumour_segment_id:
-        raise MaskError(f"segmentation {name!r} has no tumour segment: name one tumour, tumor, mass or lesion, "
+        raise MaskError(f"segmentation {name!r} has no tumour segment: name one tumour, tumor, mass, lesion or neoplasm, "
                         "or pick it as Tumour")
     if liver_segment_id == tumour_segment_id:
         raise MaskError("the liver and the tumour must be different segments")

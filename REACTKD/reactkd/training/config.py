@@ -1,6 +1,6 @@
 """Training configuration: typed dataclasses loaded from YAML with safe_load; unknown keys are an error.
 
-Example (every key optional; these are the defaults):
+Example (every key optional; these are the defaults, a test checks that they are):
 
     name: null             # package name prefix: <name>-<stage> (default reactkd-<stage>)
     description: ""
@@ -23,10 +23,20 @@ Example (every key optional; these are the defaults):
     modality_dropout: 0.3
     doses: [1.0, 0.5, 0.25, 0.1]  # dose teacher: dose fractions sampled per sample
     early_stopping: 0      # epochs without validation AUC gain before stopping (0 = off)
-    preprocessing: {grid: [64, 128, 128], margin_mm: 10.0}
-    graph: {max_tumours: 8, liver_parcels: 8, ring_mm: 5.0, gw_epsilon: 0.05}
-    student: {init_filters: 16, blocks_down: [1, 2, 2, 4]}
-    teacher: {feature_size: 48}
+    seed: 0                # initialisation, batch order and the patient-grouped folds
+    amp: true              # bf16 autocast on CUDA (ignored on CPU)
+    preprocessing:         # stored in every package (reactkd.preprocessing.PreprocessConfig)
+      grid: [64, 128, 128]
+      margin_mm: 10.0
+      ct_window: [-160.0, 240.0]
+      pet_percentiles: [1.0, 99.0]
+      pet_scale: percentile   # percentile | liver (PET over the liver's median uptake)
+      pet_liver_ratio_max: 6.0
+      zscore: false
+      min_liver_island_fraction: 0.05
+    graph: {max_tumours: 8, liver_parcels: 8, ring_mm: 5.0, gw_epsilon: 0.05, edge_weight: 1.0}
+    student: {init_filters: 16, blocks_down: [1, 2, 2, 2]}  # any Student argument (reactkd.models.student)
+    teacher: {feature_size: 48}  # any Swin teacher argument (reactkd.models.teachers)
 """
 
 from __future__ import annotations
