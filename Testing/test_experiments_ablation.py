@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+SETTINGS = {"folds": 3, "cases": 30, "cohort_seed": 7, "config": "demo.yaml"}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,8 @@ def test_table_lists_every_run_and_the_paired_section(ablation):
                                 _run(1, 2, ids, labels, rng.dirichlet(np.ones(3), 30), auc=0.8)],
             "+ RGD": [_run(0, 0, ids, labels, np.eye(3)[labels] * 0.5 + 1 / 6, auc=1.0)]}
     results = ablation.add_pairs({"rows": rows})
-    args = type("Args", (), {"folds": 3, "cases": 30, "seed": 7, "config": "demo.yaml"})()
 
-    text = ablation.table(results, args)
+    text = ablation.table(results, SETTINGS)
 
     assert "runs (training seed, fold) [(0, 0), (1, 2)]" in text
     assert f"| {ablation.BASELINE} | 0.700 ± 0.100 |" in text  # mean ± SD over its two runs
@@ -103,8 +103,7 @@ def test_ladder_compares_each_addition_with_the_row_it_adds_to(ablation):
     assert ladder["+ logit KD"]["difference"] > 0.1
     assert ladder["+ RGD"]["difference"] == pytest.approx(0.0)
     assert ladder["+ RGD"]["auc_macro_a"] == pytest.approx(_macro_auc(labels, probs["+ logit KD"]))
-    text = ablation.table(ablation.add_pairs({"rows": rows}), type("A", (), {"folds": 3, "cases": 45, "seed": 7,
-                                                                              "config": "c"})())
+    text = ablation.table(ablation.add_pairs({"rows": rows}), SETTINGS)
     assert "| + RGD | + logit KD |" in text and "| + RGD | " + ablation.BASELINE + " |" in text
 
 
@@ -114,11 +113,12 @@ def test_pairs_over_seeds_average_the_seeds_on_the_same_cases(ablation):
     ids = [f"c{i:02d}" for i in range(36)]
     rows = {ablation.BASELINE: [], "+ logit KD": []}
     runs = {}
+    splits = {0: (np.arange(0, 18), np.arange(18, 36)),  # the seed draws the folds: another split per seed
+              1: (np.arange(0, 36, 2), np.arange(1, 36, 2)[::-1])}
     for seed in (0, 1):
         noise = rng.dirichlet(np.ones(3), size=36)
         runs[seed] = (noise, 0.8 * noise + 0.2 * np.eye(3)[labels])
-        for fold, part in enumerate((np.arange(0, 18), np.arange(18, 36)[::-1])):  # folds differ by seed
-            part = part if seed == 0 else part[::-1]
+        for fold, part in enumerate(splits[seed]):
             rows[ablation.BASELINE].append(_run(seed, fold, [ids[i] for i in part], labels[part], runs[seed][0][part]))
             rows["+ logit KD"].append(_run(seed, fold, [ids[i] for i in part], labels[part], runs[seed][1][part]))
 
@@ -129,5 +129,38 @@ def test_pairs_over_seeds_average_the_seeds_on_the_same_cases(ablation):
     assert both["auc_macro_b"] == pytest.approx(np.mean([_macro_auc(labels, runs[s][1]) for s in (0, 1)]))
     assert both["difference"] == pytest.approx(np.mean([results["paired"][str(s)]["+ logit KD"]["difference"]
                                                         for s in (0, 1)]))
-    text = ablation.table(results, type("A", (), {"folds": 2, "cases": 36, "seed": 7, "config": "c"})())
-    assert "All seeds (mean over the seeds): each row minus" in text
+    text = ablation.table(results, SETTINGS)
+    assert "All seeds (the mean over the seeds; the CI covers case sampling given these runs" in text
+    assert both["folds"] == [0, 1] and "| 36 | 0, 1 |" in text
+
+
+def test_what_cannot_be_paired_is_said_not_dropped(ablation):
+    labels = np.arange(30) % 3
+    ids = [f"c{i}" for i in range(30)]
+    probs = np.random.default_rng(2).dirichlet(np.ones(3), size=30)
+    rows = {ablation.BASELINE: [_run(0, 0, ids[:15], labels[:15], probs[:15]),
+                                _run(0, 1, ids[15:], labels[15:], probs[15:])],
+            "+ logit KD": [_run(0, 0, ids[:15], labels[:15], probs[:15])],  # fold 1 not run yet
+            "SF teacher (PET/CT)": [{**_run(0, 0, [], [], []), "test_cases": None}]}
+    del rows["SF teacher (PET/CT)"][0]["test_cases"]  # scored on PET/CT: no per-case record, never paired
+
+    results = ablation.add_pairs({"rows": rows})
+
+    assert results["paired"]["0"] == {}
+    assert results["not_paired"]["0"] == ["+ logit KD vs student, CT only, no KD: not run on the same cases "
+                                          "(a fold missing?)"] * 2  # the no-KD table and the ladder
+    assert "Not paired (seed 0): + logit KD vs" in ablation.table(results, SETTINGS)
+
+
+def test_a_case_in_two_runs_of_one_seed_or_another_label_is_refused(ablation):
+    labels = np.arange(12) % 3
+    probs = np.full((12, 3), 1 / 3)
+    ids = [f"c{i}" for i in range(12)]
+    twice = {ablation.BASELINE: [_run(0, 0, ids, labels, probs), _run(0, 1, ids[:6], labels[:6], probs[:6])]}
+    with pytest.raises(ValueError, match="a case appears in two of its runs"):
+        ablation.pooled_test_cases(twice, 0)
+    relabelled = {ablation.BASELINE: [_run(0, 0, ids, labels, probs)],
+                  "+ RGD": [_run(0, 0, ids, (labels + 1) % 3, probs)]}
+    skipped = []
+    assert ablation.paired_rows(relabelled, [0], skipped=skipped) == {}
+    assert skipped == ["+ RGD vs student, CT only, no KD: not run on the same cases (a fold missing?)"]

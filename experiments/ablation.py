@@ -98,10 +98,13 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
     parser.add_argument("--json", type=Path, help="with --table-only: also write the runs and paired figures here")
     args = parser.parse_args()
+    if args.json and not args.table_only:
+        parser.error("--json goes with --table-only (a run writes --out/ablation.json itself)")
     out = args.out
+    settings = {"cases": args.cases, "cohort_seed": args.seed, "folds": args.folds, "config": str(args.config)}
     if args.table_only:  # paired differences recomputed from the kept per-case probabilities (partial runs too)
         results = json.loads((out / "ablation.json").read_text())
-        print(table(add_pairs(results), args))
+        print(table(add_pairs(results), results.get("settings", settings)))
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
         return
@@ -113,6 +116,10 @@ def main() -> None:
     # Runs of earlier invocations (other folds or seeds, possibly another session) are kept and pooled.
     results: dict = json.loads((out / "ablation.json").read_text()) if (out / "ablation.json").exists() else {}
     results.setdefault("rows", {})
+    kept = results.setdefault("settings", settings)
+    if any(kept[k] != settings[k] for k in ("cases", "cohort_seed", "folds")):
+        raise SystemExit(f"{out / 'ablation.json'} holds runs made with {kept}; these settings ({settings}) would "
+                         "mix two designs: use another --out")
     students = {name: o for name, o in STUDENTS.items() if not args.rows or name in args.rows or name == BASELINE}
     start = time.time()
     for seed in args.seeds:
@@ -141,7 +148,7 @@ def main() -> None:
                     run(["evaluate", "--model", str(model_dir), "--out", str(eval_dir), "--modalities", modalities,
                          "--doses", "1,0.25", *common])
                 metrics = json.loads((eval_dir / "metrics.json").read_text())
-                row = {"seed": seed, "fold": fold, "overall": metrics["sections"]["overall"],
+                row = {"seed": seed, "fold": fold, "folds": args.folds, "overall": metrics["sections"]["overall"],
                        "doses": metrics.get("doses", {})}
                 if stage != "teacher-sf":
                     _, test_idx = split_fold(records, fold, args.folds, seed=seed)
@@ -155,12 +162,13 @@ def main() -> None:
                 print(f"[{time.time() - start:6.0f} s] seed {seed} fold {fold} {name}: macro AUC "
                       f"{row['overall']['auc_macro']}", flush=True)
     (out / "ablation.json").write_text(json.dumps(add_pairs(results), indent=1))
-    print(table(results, args))
+    print(table(results, results["settings"]))
 
 
 def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray, np.ndarray]]:
     """Per row: (case ids, labels, probabilities) on the seed's test parts pooled over its folds, sorted by
-    case id so that two rows line up case by case."""
+    case id so that two rows line up case by case. A case twice in one seed (runs of two fold designs) is
+    an error: it would pair predictions of different models."""
     pooled: dict[str, dict] = {}
     for name, runs in rows.items():
         for run_ in (r for r in runs if r["seed"] == seed and "test_cases" in r):
@@ -170,53 +178,70 @@ def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray
             part["probs"].append(np.asarray(run_["test_cases"]["probs"]))
     out = {}
     for name, part in pooled.items():
-        order = np.argsort(part["ids"])
+        if len(set(part["ids"])) != len(part["ids"]):
+            raise ValueError(f"{name}, seed {seed}: a case appears in two of its runs (folds of two designs?)")
+        order = np.argsort(part["ids"], kind="stable")
         out[name] = ([part["ids"][i] for i in order], np.concatenate(part["labels"])[order],
                      np.concatenate(part["probs"])[order])
     return out
 
 
-def paired_rows(rows: dict, seeds: list[int], pairs: list[tuple[str, str]] | None = None) -> dict:
+def paired_rows(rows: dict, seeds: list[int], pairs: list[tuple[str, str]] | None = None,
+                skipped: list[str] | None = None) -> dict:
     """Macro AUC of B minus A on the same test cases pooled over the folds, with a paired bootstrap CI, for
-    each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name. Several
-    seeds: the AUC is the mean over the seeds and each resample draws cases once for all of them. A pair is
-    skipped unless both rows were run on exactly the same cases in every seed."""
+    each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name.
+
+    Several seeds: the AUC is the mean over the seeds, and each resample draws cases once for all of them;
+    the interval is conditional on these trained runs (it does not contain the training-seed variance,
+    which the per-seed tables show). A pair is skipped, with its reason appended to ``skipped``, unless both
+    rows were run on exactly the same cases, with the same labels, in every seed."""
+    skipped = [] if skipped is None else skipped
     pooled = [pooled_test_cases(rows, seed) for seed in seeds]
     names = [name for name in pooled[0] if all(name in p for p in pooled)]
-    if pairs is None:
-        pairs = [(BASELINE, name) for name in names if name != BASELINE]
+    if pairs is None:  # rows with per-case records (the SF teacher, scored on PET/CT, has none)
+        pairs = [(BASELINE, name) for name, runs in rows.items()
+                 if name != BASELINE and any("test_cases" in r for r in runs)]
     paired = {}
     for a, b in pairs:
         if a not in names or b not in names:
+            if a in rows and b in rows:
+                skipped.append(f"{b} vs {a}: no per-case record of one of them in every seed")
             continue
-        ids = pooled[0][a][0]
-        if any(p[a][0] != ids or p[b][0] != ids for p in pooled):
+        ids, labels = pooled[0][a][0], pooled[0][a][1]
+        if any(p[r][0] != ids or not np.array_equal(p[r][1], labels) for p in pooled for r in (a, b)):
+            skipped.append(f"{b} vs {a}: not run on the same cases (a fold missing?)")
             continue
-        labels = pooled[0][a][1]
-        paired[b] = paired_macro_auc_difference(labels, np.stack([p[a][2] for p in pooled]),
-                                                np.stack([p[b][2] for p in pooled]), 2000)
+        result = paired_macro_auc_difference(labels, np.stack([p[a][2] for p in pooled]),
+                                             np.stack([p[b][2] for p in pooled]), 2000)
+        if result["ci95"][0] is None:
+            skipped.append(f"{b} vs {a}: a grade is missing from the pooled cases")
+            continue
+        paired[b] = {**result, "folds": sorted({r["fold"] for r in rows[b] if r["seed"] in seeds and "test_cases" in r})}
     return paired
 
 
 def add_pairs(results: dict) -> dict:
     """Set the paired comparisons (against no-KD, and one addition at a time) of every training seed run so
-    far and, with several seeds, over all of them."""
+    far and, with several seeds, over all of them; what could not be paired goes to ``not_paired``."""
     seeds = sorted({r["seed"] for runs in results["rows"].values() for r in runs})
     groups = {str(seed): [seed] for seed in seeds}
     if len(seeds) > 1:
         groups["all"] = seeds
-    results["paired"] = {key: paired_rows(results["rows"], group) for key, group in groups.items()}
-    results["ladder"] = {key: paired_rows(results["rows"], group, LADDER) for key, group in groups.items()}
+    results["not_paired"] = {key: [] for key in groups}
+    results["paired"] = {key: paired_rows(results["rows"], group, skipped=results["not_paired"][key])
+                         for key, group in groups.items()}
+    results["ladder"] = {key: paired_rows(results["rows"], group, LADDER, skipped=results["not_paired"][key])
+                         for key, group in groups.items()}
     return results
 
 
 def _paired_table(pairs: dict[str, tuple[str, dict]]) -> list[str]:
     lines = ["| row B | minus row A | B's AUC | A's AUC | difference [95 % CI] | share of resamples B not better "
-             "| cases |", "|---|---|---|---|---|---|---|"]
+             "| cases | folds |", "|---|---|---|---|---|---|---|---|"]
     for name, (reference, d) in pairs.items():
         lines.append(f"| {name} | {reference} | {d['auc_macro_b']:.3f} | {d['auc_macro_a']:.3f} | "
                      f"{d['difference']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
-                     f"{d['p_b_not_better']:.3f} | {d['n_cases']} |")
+                     f"{d['p_b_not_better']:.3f} | {d['n_cases']} | {', '.join(map(str, d.get('folds', [])))} |")
     return lines
 
 
@@ -227,11 +252,13 @@ def _mean_sd(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def table(results: dict, args) -> str:
+def table(results: dict, settings: dict) -> str:
+    """Markdown tables of the runs; ``settings``: cases, cohort_seed, folds and config of the design."""
     rows = results["rows"]
     runs_done = sorted({(r["seed"], r["fold"]) for runs in rows.values() for r in runs})
-    lines = [f"{args.folds}-fold patient-grouped cross-validation, runs (training seed, fold) {runs_done}, "
-             f"{args.cases} synthetic cases (cohort seed {args.seed}), config `{args.config}`; "
+    lines = [f"{settings['folds']}-fold patient-grouped cross-validation, runs (training seed, fold) {runs_done}, "
+             f"{settings['cases']} synthetic cases (cohort seed {settings['cohort_seed']}), config "
+             f"`{settings['config']}`; "
              "mean ± SD over the (seed, fold) runs on their held-out test parts; per-run 95 % bootstrap CIs below.",
              "", "| model | macro AUC | accuracy | macro F1 | ECE | AUC dose 1 | 0.25 | Grad-CAM in tumour + ring |",
              "|---|---|---|---|---|---|---|---|"]
@@ -259,10 +286,15 @@ def table(results: dict, args) -> str:
                                   before.get)):
         for seeds, paired in results.get(key, {}).items():
             if paired:
-                who = "All seeds (mean over the seeds)" if seeds == "all" else f"Seed {seeds}"
+                who = ("All seeds (the mean over the seeds; the CI covers case sampling given these runs, the "
+                       "seed-to-seed spread is in the per-seed tables)" if seeds == "all" else f"Seed {seeds}")
                 lines += ["", f"{who}: {what}, macro AUC on the same test cases pooled over the folds "
                           "(paired bootstrap, 2000 resamples).", ""]
                 lines += _paired_table({name: (reference(name), d) for name, d in paired.items()})
+    for seeds, reasons in results.get("not_paired", {}).items():
+        if reasons:
+            lines += ["", f"Not paired ({'all seeds' if seeds == 'all' else 'seed ' + seeds}): "
+                      + "; ".join(dict.fromkeys(reasons)) + "."]
     return "\n".join(lines)
 
 

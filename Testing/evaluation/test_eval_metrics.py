@@ -259,7 +259,6 @@ def test_paired_macro_auc_difference():
     assert better["ci95"][0] > 0 and better["p_b_not_better"] < 0.01 and better["n_cases"] == 90
 
 
-
 def test_paired_macro_auc_difference_over_several_runs_averages_them_on_shared_resamples():
     from sklearn.metrics import roc_auc_score
 
@@ -281,6 +280,21 @@ def test_paired_macro_auc_difference_over_several_runs_averages_them_on_shared_r
     assert one_run["n_runs"] == 1 and one_run["difference"] == pytest.approx(macro(b[0]) - macro(a[0]))
     with pytest.raises(ValueError, match="same number of runs"):
         paired_macro_auc_difference(y, a, b[:1], n_bootstrap=10)
+
+
+def test_paired_difference_of_repeated_identical_runs_equals_one_run():
+    """Cases are drawn once for all runs: two identical runs give the single run's interval exactly
+    (independent draws per run would narrow it)."""
+    from reactkd.evaluation.metrics import paired_macro_auc_difference
+
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1, 2], 15)
+    a = rng.dirichlet(np.ones(3), size=45)
+    b = 0.7 * a + 0.3 * np.eye(3)[y]
+    one = paired_macro_auc_difference(y, a, b, n_bootstrap=300, seed=3)
+    two = paired_macro_auc_difference(y, np.stack([a, a]), np.stack([b, b]), n_bootstrap=300, seed=3)
+    assert two["ci95"] == pytest.approx(one["ci95"]) and two["p_b_not_better"] == one["p_b_not_better"]
+    assert two["difference"] == pytest.approx(one["difference"])
 
 def test_attention_share_counts_the_tumour_and_a_ring_of_the_given_width():
     from reactkd.evaluation.metrics import attention_share

@@ -248,8 +248,9 @@ def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b
     each resample) and the share of resamples where B is not better (a one-sided bootstrap p-value).
 
     probs: (N, K), or (S, N, K) for S training runs (seeds) of each model on the same N cases: the macro AUC
-    is then the mean over the runs, and each bootstrap resample draws cases once for all runs, so the
-    interval covers case sampling with the run-to-run spread averaged in. Resamples that lack a class are
+    is then the mean over the runs, and each bootstrap resample draws cases once for all runs. The interval
+    covers case sampling given these trained runs: the spread between training runs is averaged out, not
+    included. Resamples that lack a class are
     skipped, as in ``classification_metrics``.
     """
     y = np.asarray(y_true)
