@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,12 +273,39 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     path = Path(path)
     if not str(path).lower().endswith(WRITABLE_SUFFIXES):
         raise ImageReadError(f"{path}: unsupported output format (use one of {', '.join(WRITABLE_SUFFIXES)})")
+    if str(path).lower().endswith(DETACHED_SUFFIXES):
+        return _write_detached(image, path, compress, level)
     with atomic_path(path) as tmp:
-        try:
-            sitk.WriteImage(image, str(tmp), useCompression=compress, compressionLevel=level)
-        except RuntimeError as exc:
-            raise ImageWriteError(f"{path}: could not be written ({_first_line(exc)})") from None
-        verify_written_image(tmp, image, shown=path)
+        _write_checked(image, tmp, path, compress, level)
+    return path
+
+
+DETACHED_SUFFIXES = (".nhdr", ".mhd")  # header and voxels in two files; the header names the data file
+
+
+def _write_checked(image: sitk.Image, target: Path, shown: Path, compress: bool, level: int) -> None:
+    try:
+        sitk.WriteImage(image, str(target), useCompression=compress, compressionLevel=level)
+    except RuntimeError as exc:
+        raise ImageWriteError(f"{shown}: could not be written ({_first_line(exc)})") from None
+    verify_written_image(target, image, shown=shown)
+
+
+def _write_detached(image: sitk.Image, path: Path, compress: bool, level: int) -> Path:
+    """A detached-header image is written under its final names in a private folder beside `path` (so the
+    header names the final data file), checked there, then moved out: data file first, header last. A
+    failure leaves the previous files; a rewrite replaces the data file instead of leaving the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name.split('.')[0]}-", dir=path.parent))
+    try:
+        staged = staging / path.name
+        _write_checked(image, staged, path, compress, level)
+        for data_file in staging.iterdir():
+            if data_file != staged:
+                os.replace(data_file, path.parent / data_file.name)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

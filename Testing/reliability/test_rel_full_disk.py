@@ -49,7 +49,24 @@ def test_a_truncated_image_is_refused_and_never_renamed_into_place(suffix, compr
     with pytest.raises(ImageWriteError, match="not written completely"):
         write_image(image, target, compress=compress)
     assert target.read_bytes() == b"previous content"
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith((".raw", ".zraw"))) == [target.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary or orphan data file
+
+
+@pytest.mark.parametrize("suffix, compress", [(".nhdr", False), (".nhdr", True), (".mhd", False), (".mhd", True)])
+def test_a_detached_header_names_its_final_data_file_and_a_rewrite_leaves_no_orphan(suffix, compress, image,
+                                                                                   tmp_path):
+    target = tmp_path / f"map{suffix}"
+    write_image(image, target, compress=compress)
+    write_image(sitk.Cast(image, sitk.sitkInt16), target, compress=compress)  # another pixel type, same name
+
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and target.name in names  # the header and one data file, no hidden leftovers
+    data_file = next(n for n in names if n != target.name)
+    assert data_file.startswith("map.") and data_file in target.read_text(errors="replace")
+    again = sitk.ReadImage(str(target))
+    assert again.GetPixelID() == sitk.sitkInt16
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(again),
+                                  sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkInt16)))
 
 
 @pytest.mark.parametrize("suffix, compress", FORMATS)
