@@ -164,3 +164,56 @@ def test_a_case_in_two_runs_of_one_seed_or_another_label_is_refused(ablation):
     skipped = []
     assert ablation.paired_rows(relabelled, [0], skipped=skipped) == {}
     assert skipped == ["+ RGD vs student, CT only, no KD: not run on the same cases (a fold missing?)"]
+
+
+@pytest.mark.slow
+def test_the_script_trains_scores_and_resumes_a_tiny_ablation(tmp_path, monkeypatch, capsys):
+    """End to end on 12 tiny cases, 2 folds, two student rows: every run is recorded with its per-case test
+    probabilities, a second invocation adds a seed without retraining the first, and another design is refused."""
+    import json
+
+    from tiny_training import TINY_CONFIG
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG + "epochs: 1\n")
+    script = ablation_main(monkeypatch)
+    common = ["--out", "abl", "--cases", "12", "--folds", "2", "--config", "tiny.yaml", "--device", "cpu",
+              "--teacher-epochs", "1", "1", "--rows", "+ logit KD", "--only-folds", "0"]
+    script([*common, "--seeds", "0"])
+    first = json.loads((tmp_path / "abl/ablation.json").read_text())
+    assert set(first["rows"]) == {"SF teacher (PET/CT)", "dose teacher (CT)", "student, CT only, no KD", "+ logit KD"}
+    run = first["rows"]["+ logit KD"][0]
+    assert (run["seed"], run["fold"], run["folds"]) == (0, 0, 2) and len(run["test_cases"]["ids"]) == 6
+    assert 0 <= run["gradcam_in_tumour_ring"] <= 1
+    assert first["settings"] == {"cases": 12, "cohort_seed": 7, "folds": 2, "config": "tiny.yaml"}
+    package = tmp_path / "abl/seed0/fold0/plus_logit_KD/model.safetensors"
+    stamp = package.stat().st_mtime_ns
+
+    script([*common, "--seeds", "1"])
+    second = json.loads((tmp_path / "abl/ablation.json").read_text())
+    assert sorted((r["seed"], r["fold"]) for r in second["rows"]["+ logit KD"]) == [(0, 0), (1, 0)]
+    assert package.stat().st_mtime_ns == stamp  # seed 0 kept, not retrained
+    by_seed = {r["seed"]: set(r["test_cases"]["ids"]) for r in second["rows"]["+ logit KD"]}
+    if by_seed[0] == by_seed[1]:
+        assert second["paired"]["all"]["+ logit KD"]["n_runs"] == 2
+    else:  # each seed draws its folds: fold 0 alone holds other cases, and the table says so
+        assert "+ logit KD" not in second["paired"]["all"]
+        assert any(r.startswith("+ logit KD vs") for r in second["not_paired"]["all"])
+    assert "Seed 1: each row minus" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="mix two designs"):
+        script([*common, "--seeds", "2", "--folds", "3"])
+
+
+def ablation_main(monkeypatch):
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        module = importlib.import_module("ablation")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+    def script(argv):
+        monkeypatch.setattr(sys, "argv", ["ablation.py", *argv])
+        module.main()
+
+    return script

@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only-folds", type=int, nargs="*", help="run only these folds (e.g. 0)")
     parser.add_argument("--rows", nargs="*", help="student rows to run (default: all)")
+    parser.add_argument("--teacher-epochs", type=int, nargs=2, default=[8, 6], metavar=("SF", "DOSE"),
+                        help="epochs of the two teachers (default 8 6, as `make train-demo`)")
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out/ablation.json, train nothing")
     parser.add_argument("--json", type=Path, help="with --table-only: also write the runs and paired figures here")
     args = parser.parse_args()
@@ -139,7 +141,7 @@ def main() -> None:
                     extra = []
                     if stage == "student":
                         extra = ["--teacher-sf", str(folder / "teacher-sf"), "--teacher-dose", str(folder / "teacher-dose")]
-                    epochs = {"teacher-sf": 8, "teacher-dose": 6}.get(stage)  # as `make train-demo`
+                    epochs = dict(zip(("teacher-sf", "teacher-dose"), args.teacher_epochs)).get(stage)
                     run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), "--resume",
                          *common, *extra, *(["--epochs", str(epochs)] if epochs else [])])
                 eval_dir = model_dir / "evaluation"
