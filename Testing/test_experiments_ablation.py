@@ -53,9 +53,10 @@ def test_paired_rows_pool_folds_and_match_cases_by_id(ablation):
 
     assert set(paired) == {"+ logit KD"}  # a row without runs of this seed is not paired
     result = paired["+ logit KD"]
-    assert result["n_cases"] == n
-    assert result["auc_macro_a"] == pytest.approx(_macro_auc(labels, noise))
-    assert result["auc_macro_b"] == pytest.approx(_macro_auc(labels, better))
+    assert result["n_cases"] == n and result["n_groups"] == 2 and result["folds"] == [0, 1]
+    # The mean of the per-fold AUCs: each fold's model is ranked only against itself.
+    assert result["auc_macro_a"] == pytest.approx(np.mean([_macro_auc(labels[f], noise[f]) for f in folds]))
+    assert result["auc_macro_b"] == pytest.approx(np.mean([_macro_auc(labels[f], better[f]) for f in folds]))
     assert result["difference"] > 0.2
     assert result["ci95"][0] > 0
 
@@ -125,8 +126,9 @@ def test_pairs_over_seeds_average_the_seeds_on_the_same_cases(ablation):
     results = ablation.add_pairs({"rows": rows})
 
     both = results["paired"]["all"]["+ logit KD"]
-    assert both["n_runs"] == 2 and both["n_cases"] == 36
-    assert both["auc_macro_b"] == pytest.approx(np.mean([_macro_auc(labels, runs[s][1]) for s in (0, 1)]))
+    assert both["n_runs"] == 2 and both["n_cases"] == 36 and both["n_groups"] == 4
+    per_fold = [_macro_auc(labels[part], runs[seed][1][part]) for seed in (0, 1) for part in splits[seed]]
+    assert both["auc_macro_b"] == pytest.approx(np.mean(per_fold))
     assert both["difference"] == pytest.approx(np.mean([results["paired"][str(s)]["+ logit KD"]["difference"]
                                                         for s in (0, 1)]))
     text = ablation.table(results, SETTINGS)

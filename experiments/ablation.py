@@ -7,8 +7,8 @@ paper's global head). Each is trained per fold and seed (the seed also draws the
 fold's held-out test part (`reactkd evaluate --fold I`; the epoch was chosen on an inner split of the
 training part), CT only for students and the dose teacher, PET/CT for the SF teacher. Also: macro AUC per
 simulated dose, the share of Grad-CAM mass inside tumour + 5 mm ring on the test cases, and paired bootstrap
-differences on the same cases pooled over the folds (per seed, and over all seeds): every row against the
-no-KD student, and each addition against the row it adds to.
+differences on the same cases (the mean of the per-fold AUCs, cases resampled jointly; per seed, and over all
+seeds): every row against the no-KD student, and each addition against the row it adds to.
 
 Runs accumulate in --out/ablation.json across invocations (a stopped run resumes from its checkpoints):
 
@@ -167,33 +167,35 @@ def main() -> None:
     print(table(results, results["settings"]))
 
 
-def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray, np.ndarray]]:
-    """Per row: (case ids, labels, probabilities) on the seed's test parts pooled over its folds, sorted by
-    case id so that two rows line up case by case. A case twice in one seed (runs of two fold designs) is
-    an error: it would pair predictions of different models."""
+def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per row: (case ids, labels, probabilities, fold of each case) on the seed's test parts pooled over its
+    folds, sorted by case id so that two rows line up case by case. A case twice in one seed (runs of two
+    fold designs) is an error: it would pair predictions of different models."""
     pooled: dict[str, dict] = {}
     for name, runs in rows.items():
         for run_ in (r for r in runs if r["seed"] == seed and "test_cases" in r):
-            part = pooled.setdefault(name, {"ids": [], "labels": [], "probs": []})
+            part = pooled.setdefault(name, {"ids": [], "labels": [], "probs": [], "folds": []})
             part["ids"] += run_["test_cases"]["ids"]
             part["labels"].append(np.asarray(run_["test_cases"]["labels"]))
             part["probs"].append(np.asarray(run_["test_cases"]["probs"]))
+            part["folds"].append(np.full(len(run_["test_cases"]["ids"]), run_["fold"]))
     out = {}
     for name, part in pooled.items():
         if len(set(part["ids"])) != len(part["ids"]):
             raise ValueError(f"{name}, seed {seed}: a case appears in two of its runs (folds of two designs?)")
         order = np.argsort(part["ids"], kind="stable")
         out[name] = ([part["ids"][i] for i in order], np.concatenate(part["labels"])[order],
-                     np.concatenate(part["probs"])[order])
+                     np.concatenate(part["probs"])[order], np.concatenate(part["folds"])[order])
     return out
 
 
 def paired_rows(rows: dict, seeds: list[int], pairs: list[tuple[str, str]] | None = None,
                 skipped: list[str] | None = None) -> dict:
-    """Macro AUC of B minus A on the same test cases pooled over the folds, with a paired bootstrap CI, for
-    each (A, B) in ``pairs`` (default: every row against the no-KD student), keyed by B's name.
+    """Macro AUC of B minus A on the same test cases, the mean of the per-fold AUCs (each fold's model is
+    ranked only against itself), with a paired bootstrap CI over cases, for each (A, B) in ``pairs``
+    (default: every row against the no-KD student), keyed by B's name.
 
-    Several seeds: the AUC is the mean over the seeds, and each resample draws cases once for all of them;
+    Several seeds: the AUC is the mean over all their folds, and each resample draws cases once for all;
     the interval is conditional on these trained runs (it does not contain the training-seed variance,
     which the per-seed tables show). A pair is skipped, with its reason appended to ``skipped``, unless both
     rows were run on exactly the same cases, with the same labels, in every seed."""
@@ -210,11 +212,14 @@ def paired_rows(rows: dict, seeds: list[int], pairs: list[tuple[str, str]] | Non
                 skipped.append(f"{b} vs {a}: no per-case record of one of them in every seed")
             continue
         ids, labels = pooled[0][a][0], pooled[0][a][1]
-        if any(p[r][0] != ids or not np.array_equal(p[r][1], labels) for p in pooled for r in (a, b)):
+        if any(p[r][0] != ids or not np.array_equal(p[r][1], labels) for p in pooled for r in (a, b)) \
+                or any(not np.array_equal(p[a][3], p[b][3]) for p in pooled):
             skipped.append(f"{b} vs {a}: not run on the same cases (a fold missing?)")
             continue
+        # Scores are compared within each fold's model (groups), then averaged: the mean of per-fold AUCs.
         result = paired_macro_auc_difference(labels, np.stack([p[a][2] for p in pooled]),
-                                             np.stack([p[b][2] for p in pooled]), 2000)
+                                             np.stack([p[b][2] for p in pooled]), 2000,
+                                             groups=np.stack([p[a][3] for p in pooled]))
         if result["ci95"][0] is None:
             skipped.append(f"{b} vs {a}: a grade is missing from the pooled cases")
             continue
@@ -290,8 +295,8 @@ def table(results: dict, settings: dict) -> str:
             if paired:
                 who = ("All seeds (the mean over the seeds; the CI covers case sampling given these runs, the "
                        "seed-to-seed spread is in the per-seed tables)" if seeds == "all" else f"Seed {seeds}")
-                lines += ["", f"{who}: {what}, macro AUC on the same test cases pooled over the folds "
-                          "(paired bootstrap, 2000 resamples).", ""]
+                lines += ["", f"{who}: {what}, on the same test cases; AUC = mean of the per-fold macro AUCs "
+                          "(paired bootstrap over cases, 2000 resamples).", ""]
                 lines += _paired_table({name: (reference(name), d) for name, d in paired.items()})
     for seeds, reasons in results.get("not_paired", {}).items():
         if reasons:

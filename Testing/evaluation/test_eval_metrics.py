@@ -282,6 +282,29 @@ def test_paired_macro_auc_difference_over_several_runs_averages_them_on_shared_r
         paired_macro_auc_difference(y, a, b[:1], n_bootstrap=10)
 
 
+def test_paired_difference_with_groups_never_ranks_one_fold_model_against_another():
+    from sklearn.metrics import roc_auc_score
+
+    from reactkd.evaluation.metrics import paired_macro_auc_difference
+
+    rng = np.random.default_rng(6)
+    y = np.tile([0, 1, 2], 20)
+    folds = np.repeat([0, 1], 30)
+    a = rng.dirichlet(np.ones(3), size=60)
+    b = a.copy()
+    b[folds == 1] = 0.5 * b[folds == 1] + 0.5  # fold 1's model scores everything higher: same ranking inside it
+
+    def macro(p, part):
+        return np.mean([roc_auc_score(y[part] == c, p[part, c]) for c in range(3)])
+
+    grouped = paired_macro_auc_difference(y, a, b, n_bootstrap=200, groups=folds)
+    assert grouped["difference"] == pytest.approx(0.0, abs=1e-12)  # pooled, the shift alone would move the AUC
+    assert grouped["ci95"] == pytest.approx([0.0, 0.0], abs=1e-12) and grouped["n_groups"] == 2
+    assert grouped["auc_macro_a"] == pytest.approx(np.mean([macro(a, folds == f) for f in (0, 1)]))
+    pooled = paired_macro_auc_difference(y, a, b, n_bootstrap=200)
+    assert pooled["difference"] != pytest.approx(0.0, abs=1e-3)
+
+
 def test_paired_difference_of_repeated_identical_runs_equals_one_run():
     """Cases are drawn once for all runs: two identical runs give the single run's interval exactly
     (independent draws per run would narrow it)."""

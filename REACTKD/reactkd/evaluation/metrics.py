@@ -243,15 +243,18 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
 
 
 def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
-                                n_bootstrap: int = 2000, seed: int = 0) -> dict:
+                                n_bootstrap: int = 2000, seed: int = 0, groups: np.ndarray | None = None) -> dict:
     """Macro AUC of B minus A on the same cases, with a paired percentile bootstrap (both models scored on
     each resample) and the share of resamples where B is not better (a one-sided bootstrap p-value).
 
-    probs: (N, K), or (S, N, K) for S training runs (seeds) of each model on the same N cases: the macro AUC
-    is then the mean over the runs, and each bootstrap resample draws cases once for all runs. The interval
-    covers case sampling given these trained runs: the spread between training runs is averaged out, not
-    included. Resamples that lack a class are
-    skipped, as in ``classification_metrics``.
+    probs: (N, K), or (S, N, K) for S training runs (seeds) of each model on the same N cases. ``groups``
+    (S, N) or (N,) ints splits the cases of each run into the separately trained models that scored them
+    (the folds of a cross-validation; default: one). The statistic is the mean over (run, group) of the macro
+    AUC inside the group, so scores of different fold models are never ranked against each other, and it
+    equals the mean of the per-fold AUCs. Each bootstrap resample draws cases once, for every run and group
+    and both models. The interval covers case sampling given these trained models: the spread between
+    training runs is averaged out, not included. Resamples that lack a class in a group are skipped, as in
+    ``classification_metrics``.
     """
     y = np.asarray(y_true)
     runs_a, runs_b = np.asarray(probs_a), np.asarray(probs_b)
@@ -259,18 +262,23 @@ def paired_macro_auc_difference(y_true: np.ndarray, probs_a: np.ndarray, probs_b
     s, n, k = runs_a.shape
     if runs_b.shape != (s, n, k) or len(y) != n:
         raise ValueError("both models need probabilities for the same cases (and the same number of runs)")
+    groups = np.zeros((s, n), dtype=int) if groups is None else np.broadcast_to(np.asarray(groups), (s, n))
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap)
     full = np.ones((1, n))
 
-    def macro(runs: np.ndarray, weights: np.ndarray) -> np.ndarray:  # (B,) mean over runs and classes
-        return np.mean([weighted_auc(run[:, c], y == c, weights) for run in runs for c in range(k)], axis=0)
+    def macro(runs: np.ndarray, weights: np.ndarray) -> np.ndarray:  # (B,) mean over (run, group) and classes
+        parts = [weighted_auc(run[part, c], y[part] == c, weights[:, part])
+                 for run, labels in zip(runs, groups) for g in np.unique(labels)
+                 for part in [labels == g] for c in range(k)]
+        return np.mean(parts, axis=0)
 
     difference = macro(runs_b, counts) - macro(runs_a, counts)
     valid = np.isfinite(difference)
     point = {"a": float(macro(runs_a, full)[0]), "b": float(macro(runs_b, full)[0])}
     return {"auc_macro_a": point["a"], "auc_macro_b": point["b"], "difference": point["b"] - point["a"],
             "ci95": _percentile_ci(difference[valid]), "p_b_not_better": float(np.mean(difference[valid] <= 0)),
-            "n_resamples": int(valid.sum()), "n_cases": int(n), "n_runs": int(s)}
+            "n_resamples": int(valid.sum()), "n_cases": int(n), "n_runs": int(s),
+            "n_groups": int(sum(len(np.unique(labels)) for labels in groups))}
 
 
 def attention_share(attention: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float],
