@@ -108,7 +108,7 @@ def main() -> None:
         results = json.loads((out / "ablation.json").read_text())
         print(table(add_pairs(results), results.get("settings", settings)))
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+            args.json.write_text(json.dumps(results, separators=(",", ":")))  # compact: thousands of probabilities
         return
     manifest = out / "cohort/manifest.csv"
     if not manifest.exists():
