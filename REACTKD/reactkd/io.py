@@ -24,6 +24,7 @@ MAX_VOXELS = 2_200_000_000
 MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 100.0
 
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+DETACHED_SUFFIXES = (".nhdr", ".mhd")  # header and voxels in two files; the header names the data file
 
 
 @dataclass(frozen=True)
@@ -278,9 +279,6 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     with atomic_path(path) as tmp:
         _write_checked(image, tmp, path, compress, level)
     return path
-
-
-DETACHED_SUFFIXES = (".nhdr", ".mhd")  # header and voxels in two files; the header names the data file
 
 
 def _write_checked(image: sitk.Image, target: Path, shown: Path, compress: bool, level: int) -> None:
