@@ -29,6 +29,7 @@ import SimpleITK as sitk
 import yaml
 from compare_models import probabilities
 
+from reactkd.atomic import write_bytes_atomic
 from reactkd.cli import main as cli
 from reactkd.evaluation.metrics import attention_share, paired_macro_auc_difference
 from reactkd.inference import Classifier
@@ -160,11 +161,16 @@ def main() -> None:
                                          "probs": np.round(probs, 6).tolist()}
                 runs = [r for r in results["rows"].get(name, []) if (r["seed"], r["fold"]) != (seed, fold)]
                 results["rows"][name] = [*runs, row]
-                (out / "ablation.json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
+                save(out / "ablation.json", results)  # partial results survive a stop
                 print(f"[{time.time() - start:6.0f} s] seed {seed} fold {fold} {name}: macro AUC "
                       f"{row['overall']['auc_macro']}", flush=True)
-    (out / "ablation.json").write_text(json.dumps(add_pairs(results), indent=1))
+    save(out / "ablation.json", add_pairs(results))
     print(table(results, results["settings"]))
+
+
+def save(path: Path, results: dict) -> None:
+    """Atomically: a run killed while writing (the end of a session) keeps the previous record whole."""
+    write_bytes_atomic(path, json.dumps(results, indent=1).encode())
 
 
 def pooled_test_cases(rows: dict, seed: int) -> dict[str, tuple[list, np.ndarray, np.ndarray, np.ndarray]]:
