@@ -216,6 +216,29 @@ def test_image_wrapper_keeps_geometry_and_uses_in_plane_spacing():
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected.numpy())
 
 
+def test_command_line_writes_the_missing_noise_on_the_ct_grid(tmp_path, capsys):
+    from reactkd.cli import main
+    from reactkd.io import read_image, write_image
+
+    hu = abdomen(48, 40).numpy()[None].repeat(3, 0).astype(np.int16)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((0.8, 0.9, 2.5))
+    image.SetOrigin((-12.0, 30.5, 101.0))
+    image.SetDirection(OBLIQUE)
+    write_image(image, tmp_path / "ct.nrrd")
+    command = ["simulate-ldct", "--ct", str(tmp_path / "ct.nrrd"), "--dose", "0.25", "--seed", "4", "--out"]
+    assert main([*command, str(tmp_path / "low.nrrd")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    written = read_image(tmp_path / "low.nrrd")
+    assert Geometry.of(written).same_as(Geometry.of(image), tol=1e-9)
+    # A real scan already carries full-dose noise: the command adds only what the lower dose is missing.
+    expected = simulate_low_dose_image(image, 0.25, seed=4, input_is_full_dose=True)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
+    assert not np.array_equal(sitk.GetArrayFromImage(written), hu.astype(np.float32))
+    assert main([*command, str(tmp_path / "again.nrrd")]) == 0  # one seed, one image
+    assert (tmp_path / "again.nrrd").read_bytes() == (tmp_path / "low.nrrd").read_bytes()
+
+
 @pytest.mark.parametrize("dose", [0, -0.5, 1.01, float("nan"), float("inf"), "half", None])
 def test_bad_dose_is_refused(dose):
     ct = torch.zeros(8, 8)

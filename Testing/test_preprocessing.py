@@ -4,7 +4,13 @@ import SimpleITK as sitk
 
 from reactkd.errors import GeometryError, MaskError
 from reactkd.io import Geometry
-from reactkd.preprocessing import PreprocessConfig, coarser_geometry, preprocess_case, to_native
+from reactkd.preprocessing import (
+    PreprocessConfig,
+    clean_label_map,
+    coarser_geometry,
+    preprocess_case,
+    to_native,
+)
 from synthetic_images import make_case
 
 SMALL = PreprocessConfig(grid=(16, 32, 32))
@@ -28,8 +34,34 @@ def test_crop_covers_liver_with_margin(small_case):
     (x0, x1), (y0, y1), (z0, z1) = case.crop_index
     inside = labels[z0:z1, y0:y1, x0:x1]
     assert (inside > 0).sum() == (labels > 0).sum()
-    margin_x = int(np.ceil(SMALL.margin_mm / ct.GetSpacing()[0]))
-    assert x0 == np.flatnonzero((labels > 0).any(axis=(0, 1)))[0] - margin_x
+    organ = labels > 0
+    for (start, stop), axes, spacing, size in zip(case.crop_index, ((0, 1), (0, 2), (1, 2)), ct.GetSpacing(),
+                                                  ct.GetSize()):
+        present = np.flatnonzero(organ.any(axis=axes))
+        grow = int(np.ceil(SMALL.margin_mm / spacing))
+        assert (start, stop) == (max(present[0] - grow, 0), min(present[-1] + 1 + grow, size))
+
+
+def test_small_liver_islands_are_dropped_and_large_ones_kept():
+    labels = np.zeros((12, 20, 20), np.uint8)
+    labels[2:10, 2:10, 2:10] = 1  # the liver, 512 voxels
+    labels[4:6, 4:6, 4:6] = 2  # a tumour inside it
+    labels[2:8, 13:19, 13:19] = 1  # a large second part (216 voxels: 42 % of the largest)
+    labels[10:11, 15:16, 15:16] = 1  # a speck (1 voxel)
+    cleaned = clean_label_map(labels, min_liver_island_fraction=0.1)
+    assert cleaned[10, 15, 15] == 0 and (cleaned[2:8, 13:19, 13:19] == 1).all()
+    assert (cleaned == 2).sum() == 8 and (cleaned > 0).sum() == (labels > 0).sum() - 1
+    labels[10:11, 1:3, 14:16] = 2  # a tumour far from any liver voxel
+    with pytest.raises(MaskError, match="1 tumour component"):
+        clean_label_map(labels, min_liver_island_fraction=0.1)
+
+
+def test_zscore_standardises_each_available_channel(small_case):
+    ct, mask, pet = small_case
+    case = preprocess_case(ct, mask, pet_fdg=pet, config=PreprocessConfig(grid=(16, 32, 32), zscore=True))
+    for channel in (0, 1):
+        assert abs(case.images[channel].mean()) < 1e-4 and abs(case.images[channel].std() - 1) < 1e-3
+    assert not case.images[2].any()  # an absent modality stays zero
 
 
 def test_blob_on_grid_maps_back_to_its_physical_point(small_case):

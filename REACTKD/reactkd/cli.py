@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1])
     evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all")
     evaluate.add_argument("--device", choices=DEVICES, default="auto")
-    evaluate.add_argument("--fold", type=int, help="evaluate only this fold's held-out test cases (cross-validation)")
-    evaluate.add_argument("--folds", type=_positive_int, default=3)
+    evaluate.add_argument("--fold", type=int, help="evaluate only the test cases this fold held out in training "
+                          "(must be the package's fold; refused when the manifest gives other cases)")
+    evaluate.add_argument("--folds", type=_positive_int, help="with --fold (default: the package's)")
     evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
 
     classify = sub.add_parser("classify", help="grade one case (or every case of a manifest) and write result, "

@@ -139,6 +139,18 @@ def test_teachers_classify_their_modality_subsets(case_files, tmp_path, architec
     assert result.inputs == ["ct", *inputs]
 
 
+def test_pet_given_to_a_ct_only_student_is_ignored_with_a_warning(case_files, tmp_path):
+    _, case = case_files
+    package = make_package(tmp_path / "ct-only", in_channels=1)  # what the shipped student reads
+    plain = Classifier(package, device="cpu").classify(case.ct, case.mask)
+    result = Classifier(package, device="cpu").classify(case.ct, case.mask, pet_fdg=case.pet_fdg, pet_act=case.pet_act)
+    assert result.inputs == ["ct"]
+    assert [w for w in result.warnings if "ignored" in w] == [
+        "pet_fdg given but model 'test-student' does not use it; ignored",
+        "pet_act given but model 'test-student' does not use it; ignored"]
+    assert result.probabilities == plain.probabilities  # the PET changed nothing
+
+
 def test_modality_mismatch_and_tampered_package_are_refused(case_files, student, tmp_path):
     _, case = case_files
     sf = make_package(tmp_path / "sf", "sf_teacher", grid=(32, 32, 32))

@@ -34,17 +34,26 @@ def test_truth_text_says_when_the_recorded_grade_is_a_misreading():
     assert "recorded as" in text and "misreading" in text and "Grad-CAM" not in text
 
 
-def test_the_shipped_student_grades_the_demo_case_and_looks_at_its_tumour():
-    """The issue's acceptance check on `make demo`'s case: CT alone, right grade, and at least half of the
-    Grad-CAM mass inside the tumour + 5 mm ring."""
-    from reactkd.evaluation import attention_share
-    from reactkd.inference import Classifier
-    from reactkd.inference.demo import DEMO_GRADE, DEMO_SEED
+def test_demo_grades_its_case_with_the_shipped_student_and_looks_at_its_tumour(tmp_path, capsys):
+    """`reactkd demo` end to end, and the issue's acceptance check on its case: CT alone, the right grade, and
+    at least half of the Grad-CAM mass inside the tumour + 5 mm ring."""
+    import json
 
+    from reactkd.cli import main
+    from reactkd.evaluation import attention_share
+    from reactkd.inference.demo import DEMO_GRADE, DEMO_SEED
+    from reactkd.io import read_image
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
     case = generate_case(seed=DEMO_SEED, label=DEMO_GRADE, size="full")
-    result = Classifier(None, device="cpu").classify(case.ct, case.mask)
-    assert result.inputs == ["ct"]
-    assert result.grade == list(result.probabilities)[case.true_label]
-    share = attention_share(sitk.GetArrayViewFromImage(result.attention_gradcam),
-                            sitk.GetArrayViewFromImage(case.mask), case.ct.GetSpacing()[::-1])
-    assert share >= 0.5
+    result = json.loads((tmp_path / "demo/result.json").read_text())
+    assert result["inputs"] == ["ct"]
+    assert result["grade"] == list(result["probabilities"])[case.true_label]
+    assert f"predicted: {result['grade']} (right)" in printed
+    for name in ("case/ct.nii.gz", "case/pet_fdg.nii.gz", "case/pet_act.nii.gz", "overview.png", "scene.mrb"):
+        assert (tmp_path / "demo" / name).stat().st_size > 1000
+    mask = read_image(tmp_path / "demo/case/mask.nii.gz")
+    cam = sitk.GetArrayFromImage(read_image(tmp_path / "demo/attention_gradcam.nrrd"))  # a copy: the image is temporary
+    share = attention_share(cam, sitk.GetArrayViewFromImage(mask), mask.GetSpacing()[::-1])
+    assert share >= 0.5 and f"Grad-CAM mass inside the tumour + 5 mm ring: {share:.2f}" in printed

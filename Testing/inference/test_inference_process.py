@@ -66,7 +66,9 @@ def test_model_loads_once_and_results_come_back_on_the_ct_grid(server, student, 
     assert result.inputs == ["ct", "pet_fdg"] and result.graph["nodes"]
     assert stages & {"writing inputs", "reading inputs", "loading model", "classifying"}
     pid = server.pid
-    second = finished(server.submit(inputs, student, "cpu")).result()
+    second_request = finished(server.submit(inputs, student, "cpu"))
+    second = second_request.result()
+    assert second_request.model_was_loaded is True  # the server kept the model of the first request
     assert server.pid == pid and server.busy is False
     assert np.array_equal(sitk.GetArrayViewFromImage(second.attention_cbam),
                           sitk.GetArrayViewFromImage(result.attention_cbam))

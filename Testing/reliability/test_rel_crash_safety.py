@@ -266,6 +266,7 @@ def test_training_killed_at_random_moments_resumes_to_the_uninterrupted_result(t
         epoch = _check_checkpoint(run / "checkpoint")
         assert child.returncode in (0, -signal.SIGKILL), (seed, kills)
         kills[-1] += (epoch,)
+    assert any(code == -signal.SIGKILL for _, code, _ in kills), (seed, kills)  # else nothing was resumed
     final = subprocess.run(_train_command(cohort, run, "--resume"), env=CHILD_ENV, capture_output=True, text=True)
     assert final.returncode == 0, (seed, kills, final.stderr[-2000:])
     assert reference.wait() == 0, reference.stderr.read()[-2000:]

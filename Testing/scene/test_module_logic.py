@@ -19,6 +19,7 @@ import slicer  # noqa: E402
 
 from reactkd.errors import ImageReadError, MaskError, ReactKDError  # noqa: E402
 from reactkd.inference.process import InferenceProcess  # noqa: E402
+from reactkd.io import Geometry  # noqa: E402
 from reactkd.scene import add_segmentation, add_volume, create_headless_scene, volume_array  # noqa: E402
 from reactkd.scene.module_logic import (  # noqa: E402
     ATTENTION_KINDS,
@@ -233,7 +234,7 @@ def test_result_from_the_inference_process_is_on_the_ct_grid(classified, model_d
     assert result.inputs == ["ct", "pet_fdg", "pet_act"]
     assert abs(sum(result.probabilities.values()) - 1.0) < 1e-6
     for attribute in ATTENTION_KINDS.values():
-        assert getattr(result, attribute).GetSize() == case.ct.GetSize()
+        assert Geometry.of(getattr(result, attribute)).same_as(Geometry.of(case.ct), tol=1e-6)
 
 
 def test_apply_result_shows_everything_next_to_the_ct_and_remove_restores(headless, case, classified, tmp_path):

@@ -11,7 +11,7 @@ from reactkd.cli import main
 from reactkd.manifest import read_manifest
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.training.config import GraphConfig
-from reactkd.training.data import load_cohort
+from reactkd.training.data import cohort_cache_dir, load_cohort
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,10 @@ def test_a_damaged_cache_is_rebuilt(damage, cohort, tmp_path):
     assert load_cohort(records, *settings, cache_dir=cache).key == reference.key  # the rebuilt file is good
     with np.load(file) as rebuilt:
         assert "images" in rebuilt.files and len(rebuilt["images"]) == len(records)
+
+
+def test_cache_folder_is_beside_the_manifest_unless_reactkd_cache_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("REACTKD_CACHE", raising=False)
+    assert cohort_cache_dir(tmp_path / "cohort/manifest.csv") == tmp_path / "cohort/.reactkd-cache"
+    monkeypatch.setenv("REACTKD_CACHE", str(tmp_path / "elsewhere"))  # train and evaluate both read it
+    assert cohort_cache_dir(tmp_path / "cohort/manifest.csv") == tmp_path / "elsewhere"

@@ -55,7 +55,7 @@ def test_three_stages_then_evaluate(cohort, teachers, tmp_path):
     assert (tmp_path / "eval/roc_overall.png").stat().st_size > 1000
 
 
-def test_student_without_teachers_and_existing_run_are_refused(cohort, tmp_path, capsys):
+def test_student_without_teachers_is_refused(cohort, tmp_path, capsys):
     assert train(cohort, "student", tmp_path / "student", "--epochs", "1") == 2
     assert "--teacher-sf" in capsys.readouterr().err
 
@@ -98,14 +98,25 @@ def test_distributed_data_parallel_with_gloo(cohort, tmp_path):
 
 
 @pytest.mark.slow
-def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, teachers, tmp_path, capsys):
+def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, teachers, tmp_path, capsys,
+                                                                       monkeypatch):
+    from reactkd.training import teacher_cache
+
     sf, dose = teachers
     cache = cohort / "data/.reactkd-cache"
     before = set(cache.glob("teachers-*.safetensors"))
     assert train(cohort, "student", tmp_path / "s1", "--epochs", "1", "--teacher-sf", str(sf),
                  "--teacher-dose", str(dose)) == 0
     built = set(cache.glob("teachers-*.safetensors"))
-    assert len(built) == 1 or built - before  # written by this or the earlier student run, never one per run
+    assert built == before if before else len(built) == 1  # one file for these teachers, never one per run
+
+    def teachers_must_not_run(*args, **kwargs):
+        raise AssertionError("the second student ran the teachers instead of reading the cache")
+
+    monkeypatch.setattr(teacher_cache, "compute_teacher_targets", teachers_must_not_run)
+    assert train(cohort, "student", tmp_path / "s1b", "--epochs", "1", "--teacher-sf", str(sf),
+                 "--teacher-dose", str(dose)) == 0
+    monkeypatch.undo()
     metadata = verify_package(tmp_path / "s1")
     assert metadata["training"]["n_test"] > 0 and "inner validation" in metadata["training"]["selection"]
     assert metadata["architecture_args"]["head"] == "region"
@@ -130,3 +141,59 @@ def test_student_without_distillation_needs_no_teacher(cohort, tmp_path):
     assert code == 0
     history = verify_package(tmp_path / "plain")["training"]["history"]
     assert set(history[0]) == {"epoch", "train_cls", "train_total", "val_macro_auc"}
+
+
+def _evaluate(cohort: Path, model: Path, out: Path, *extra: str, manifest: str = "data/manifest.csv") -> int:
+    return main(["evaluate", "--manifest", str(cohort / manifest), "--model", str(model), "--out", str(out),
+                 "--doses", "1", "--modalities", "ct", "--device", "cpu", "--progress", "none", *extra])
+
+
+@pytest.mark.slow
+def test_evaluate_fold_scores_exactly_the_cases_training_held_out(cohort, teachers, tmp_path, capsys):
+    _, dose = teachers  # trained with the defaults: fold 0 of 3 held out
+    training = verify_package(dose)["training"]
+    assert len(training["test_cases"]) == training["n_test"] > 0
+    assert _evaluate(cohort, dose, tmp_path / "held-out", "--fold", "0") == 0  # --folds from the package
+    report = json.loads((tmp_path / "held-out/metrics.json").read_text())
+    assert report["sections"]["overall"]["n_samples"] == training["n_test"]
+    for extra, words in ((("--fold", "1"), "use --fold 0 --folds 3"), (("--fold", "0", "--folds", "4"), "fold 0 of 4")):
+        capsys.readouterr()
+        assert _evaluate(cohort, dose, tmp_path / "refused", *extra) == 2
+        err = capsys.readouterr().err
+        assert words in err and "trained with fold 0 of 3" in err and "Traceback" not in err
+    # The same fold of an edited manifest (one case gone) holds other cases: refused, not silently scored.
+    rows = (cohort / "data/manifest.csv").read_text().splitlines()
+    (cohort / "data/edited.csv").write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+    capsys.readouterr()
+    assert _evaluate(cohort, dose, tmp_path / "edited", "--fold", "0", manifest="data/edited.csv") == 2
+    assert "not the set of cases the model was trained without" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_student_refuses_teachers_that_saw_its_test_cases(cohort, teachers, tmp_path, capsys):
+    sf, dose = teachers  # fold 0 held out
+    for extra in (("--fold", "1"), ("--seed", "5")):
+        capsys.readouterr()
+        assert train(cohort, "student", tmp_path / "student", "--epochs", "1", "--teacher-sf", str(sf),
+                     "--teacher-dose", str(dose), *extra) == 2
+        err = capsys.readouterr().err
+        assert "has seen some of the student's test cases" in err and "Traceback" not in err
+    assert not (tmp_path / "student/checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_run(cohort, tmp_path, capsys):
+    plain = cohort / "resume-no-kd.yaml"
+    plain.write_text(TINY + "alpha: 0.0\nlambda_graph: 0.0\n")
+    out = tmp_path / "run"
+    assert train(cohort, "teacher-dose", out, "--epochs", "1") == 0
+    state = (out / "checkpoint/state.json").read_bytes()
+    for stage, extra, words in (("teacher-dose", ("--epochs", "2"), "config.epochs (1 then, 2 now)"),
+                                ("student", ("--epochs", "1", "--config", str(plain)), "stage ('teacher-dose' then, "
+                                 "'student' now)")):
+        capsys.readouterr()
+        assert train(cohort, stage, out, "--resume", *extra) == 2
+        err = capsys.readouterr().err
+        assert "belongs to another run" in err and words in err and "Traceback" not in err
+    assert (out / "checkpoint/state.json").read_bytes() == state  # the refused runs changed nothing
+    assert train(cohort, "teacher-dose", out, "--resume", "--epochs", "1") == 0  # the same run still resumes

@@ -16,7 +16,7 @@ from ..manifest import read_manifest
 from ..packaging import load_package
 from ..preprocessing import PreprocessConfig
 from ..training.config import GraphConfig
-from ..training.data import CohortTensors, load_cohort, read_record
+from ..training.data import CohortTensors, cohort_cache_dir, load_cohort, read_record
 from ..training.progress import Progress
 from .report import write_evaluation_report
 
@@ -93,20 +93,20 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     records = read_manifest(args.manifest)
     fold = getattr(args, "fold", None)
     if fold is not None:
-        from ..training.folds import split_fold
+        from ..training.folds import PackageSplit
 
-        training = meta.get("training")
-        config = training.get("config") if isinstance(training, dict) else None
-        seed = config.get("seed") if isinstance(config, dict) else None
-        if not isinstance(seed, int) or isinstance(seed, bool):
+        split = PackageSplit.of(meta)
+        if split is None:
             raise ConfigError(f"{args.model}: the package has no training record (metadata 'training'), so the folds "
                               "it was trained on are unknown; evaluate without --fold")
-        _, val_idx = split_fold(records, fold, args.folds, seed=seed)
-        records = [records[i] for i in val_idx]
+        folds = split.folds if args.folds is None else args.folds
+        if (fold, folds) != (split.fold, split.folds):
+            raise ConfigError(f"{args.model} was trained with {split.describe()}; fold {fold} of {folds} holds cases "
+                              f"it was trained on: use --fold {split.fold} --folds {split.folds}")
+        records = [records[i] for i in split.held_out(records, str(args.manifest))]
     preprocess = PreprocessConfig.from_dict(meta["preprocessing"])
     graph = GraphConfig(**meta.get("graph", {}))
-    cache_dir = Path(args.manifest).resolve().parent / ".reactkd-cache"
-    cohort = load_cohort(records, preprocess, graph, cache_dir=cache_dir,
+    cohort = load_cohort(records, preprocess, graph, cache_dir=cohort_cache_dir(args.manifest),
                          progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
     labels = cohort.labels.numpy()
     needs_pet = meta["architecture"] == "sf_teacher"

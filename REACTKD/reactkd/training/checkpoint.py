@@ -62,8 +62,13 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     write_text_atomic(folder / INFO_FILE, text)
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
-    """Restore model/optimizer/scheduler in place; return the info dict."""
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    run: dict | None = None) -> dict:
+    """Restore model/optimizer/scheduler in place; return the info dict.
+
+    ``run`` describes the run that resumes (stage, settings, cases); a checkpoint saved with another one is
+    refused before anything is loaded, so a resumed run can only continue the run it left.
+    """
     info_path = folder / INFO_FILE
     if not info_path.is_file() or not (folder / STATE_FILE).is_file():
         raise ConfigError(f"{folder}: no checkpoint to resume from")
@@ -75,11 +80,31 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     except (SafetensorError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ConfigError(f"{folder}: checkpoint is unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
                           "delete the folder or choose another --out") from None
+    saved = info.get("run")
+    if run is not None and saved is not None and saved != run:
+        raise ConfigError(f"{folder}: the checkpoint belongs to another run (it differs in {', '.join(run_differences(saved, run))}); "
+                          "resume with the settings it was started with, or choose another --out")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
     if scheduler is not None and info.get("scheduler"):
         scheduler.load_state_dict(info["scheduler"])
     return info
+
+
+def run_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two run descriptions (nested dicts compared per key)."""
+    names = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += run_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key} ({a!r} then, {b!r} now)" if _short(a) and _short(b) else f"{prefix}{key}")
+    return names
+
+
+def _short(value) -> bool:
+    return isinstance(value, (int, float, str, bool, type(None))) and len(repr(value)) <= 40
 
 
 def has_checkpoint(folder: Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from ..errors import ConfigError, ModelPackageError
 from ..manifest import read_manifest
 from ..packaging import load_package
 from .config import load_config
-from .data import TENSOR_FIELDS, load_cohort
+from .data import TENSOR_FIELDS, cohort_cache_dir, load_cohort
 from .distributed import DistContext
 from .engine import Trainer
-from .folds import inner_split, split_fold
+from .folds import PackageSplit, inner_split, split_fold
 from .progress import Progress
 from .stages import make_stage
 from .teacher_cache import load_or_build
@@ -25,8 +24,10 @@ from .teacher_cache import load_or_build
 TEACHER_STAGES = {"teacher_sf": "teacher-sf", "teacher_dose": "teacher-dose"}
 
 
-def load_teacher(path: Path | None, expected_stage: str, device: torch.device, preprocessing: dict):
-    """The verified teacher package (its model and metadata, sha256 included)."""
+def load_teacher(path: Path | None, expected_stage: str, device: torch.device, preprocessing: dict,
+                 split: PackageSplit):
+    """The verified teacher package (its model and metadata, sha256 included), trained without the student's
+    test cases (same ``split``): a teacher that saw them would leak them into the student's targets."""
     if path is None:
         raise ConfigError(f"the student stage needs --{expected_stage} (a trained {expected_stage} package)")
     package = load_package(path, device=str(device))
@@ -35,6 +36,15 @@ def load_teacher(path: Path | None, expected_stage: str, device: torch.device, p
     if package.metadata["preprocessing"] != preprocessing:
         raise ModelPackageError(f"{path}: the teacher was trained with other preprocessing settings "
                                 f"({package.metadata['preprocessing']}) than this config ({preprocessing})")
+    trained_on = PackageSplit.of(package.metadata)
+    if trained_on is None:
+        print(f"note: {path} has no training record, so nothing shows that it never saw this student's test "
+              f"cases ({split.describe()})", file=sys.stderr)
+    elif (trained_on.fold, trained_on.folds, trained_on.seed) != (split.fold, split.folds, split.seed) \
+            or not trained_on.same_cases_as(split):
+        raise ModelPackageError(f"{path}: the teacher was trained with {trained_on.describe()}, the student with "
+                                f"{split.describe()} (or on another manifest), so the teacher has seen some of the "
+                                "student's test cases; train both with the same --fold, --folds, --seed and manifest")
     return package
 
 
@@ -55,15 +65,17 @@ def run_train(args: argparse.Namespace) -> Path:
     train_idx, val_idx = inner_split(records, train_part, config.inner_val_fraction, seed=config.seed)
     progress = Progress(args.progress, enabled=dist_ctx.is_main)
     preprocess = config.preprocess_config()
-    cache_dir = Path(os.environ.get("REACTKD_CACHE", args.manifest.resolve().parent / ".reactkd-cache"))
+    cache_dir = cohort_cache_dir(args.manifest)
     cohort = load_cohort(records, preprocess, config.graph, cache_dir=cache_dir,
                          progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
     if device.type == "cuda":
         cohort = _place_cohort(cohort, device)
     targets = None
+    test_cases = [records[i].case_id for i in test_idx]
     if args.stage == "student" and (config.alpha > 0 or config.lambda_graph > 0):
-        packages = [load_teacher(args.teacher_sf, "teacher-sf", device, preprocess.to_dict()),
-                    load_teacher(args.teacher_dose, "teacher-dose", device, preprocess.to_dict())]
+        split = PackageSplit(args.fold, args.folds, config.seed, frozenset(test_cases))
+        packages = [load_teacher(args.teacher_sf, "teacher-sf", device, preprocess.to_dict(), split),
+                    load_teacher(args.teacher_dose, "teacher-dose", device, preprocess.to_dict(), split)]
         progress.emit("section", name="teacher cache")
         targets = load_or_build(cache_dir, [p.model for p in packages], [p.metadata["sha256"] for p in packages],
                                 cohort, device, notify=lambda text: print(f"note: {text}", file=sys.stderr))
@@ -78,6 +90,7 @@ def run_train(args: argparse.Namespace) -> Path:
     if dist_ctx.is_main:
         summary = {"manifest": str(args.manifest), "fold": args.fold, "folds": args.folds,
                    "n_train": len(trainer.train_idx), "n_val": len(trainer.val_idx), "n_test": len(test_idx),
+                   "test_cases": test_cases,
                    "selection": "inner validation split of the fold's training part; the test part is unseen",
                    "device": str(device),
                    "world_size": dist_ctx.world_size}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,12 @@ class CohortTensors:
         for name in TENSOR_FIELDS:
             setattr(self, name, getattr(self, name).pin_memory())
         return self
+
+
+def cohort_cache_dir(manifest: str | os.PathLike) -> Path:
+    """Where the preprocessed cohort and the teacher targets are cached: $REACTKD_CACHE when set (a manifest in
+    a read-only folder), else `.reactkd-cache` beside the manifest."""
+    return Path(os.environ.get("REACTKD_CACHE") or Path(manifest).resolve().parent / ".reactkd-cache")
 
 
 def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphConfig) -> str:

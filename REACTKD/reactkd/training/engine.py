@@ -10,6 +10,7 @@ validation macro AUC, the best weights kept, and an atomic checkpoint.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -136,7 +137,7 @@ class Trainer:
         ckpt = self.out_dir / CHECKPOINT_DIR
         start_epoch, history, best_auc, best_epoch = 0, [], -math.inf, -1
         if resume and has_checkpoint(ckpt):
-            info = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+            info = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.run_description())
             start_epoch, history = info["epoch"] + 1, info["history"]
             best_auc, best_epoch = info["best_auc"], info["best_epoch"]
         elif has_checkpoint(ckpt) and self.dist.is_main:
@@ -160,10 +161,21 @@ class Trainer:
                     self._save_best()
                 save_checkpoint(ckpt, self.model, self.optimizer, self.scheduler,
                                 {"epoch": epoch, "history": history, "best_auc": best_auc,
-                                 "best_epoch": best_epoch})
+                                 "best_epoch": best_epoch, "run": self.run_description()})
             self.dist.barrier()
             self.progress.epoch_end(epoch, {**losses, "val_macro_auc": auc, "best_val_macro_auc": best_auc})
         return TrainResult(self.out_dir, best_epoch, best_auc, history)
+
+    def run_description(self) -> dict:
+        """What a resumed run must share with its checkpoint: stage, settings, cases (ids and grades, in fit and
+        validation parts) and world size. Not file paths: a cohort moved to another disk still resumes."""
+        order = torch.cat([self.train_idx, self.val_idx]).tolist()
+        labels = self.cohort.labels.cpu()
+        cases = [f"{self.cohort.case_ids[i]}:{int(labels[i])}" for i in order]
+        digest = hashlib.sha256("\n".join([str(len(self.train_idx)), *cases]).encode()).hexdigest()
+        # JSON round trip: the saved copy comes back with lists where the config holds tuples.
+        return json.loads(json.dumps({"stage": self.stage.name, "config": config_to_dict(self.config),
+                                      "cases": digest, "world_size": self.dist.world_size}, default=float))
 
     def train_epoch(self, epoch: int, steps: int, total: int) -> dict[str, float]:
         self.model.train()

@@ -4,6 +4,7 @@ inner split of a fold's training part that chooses the epoch."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -35,6 +36,45 @@ def split_fold(records: list[CaseRecord], fold: int, folds: int, seed: int = 0) 
         raise ConfigError(f"fold {fold} of {folds} leaves fewer than 2 grades to train on "
                           f"({_grade_counts(labels)}); use fewer --folds or more cases")
     return sorted(train.tolist()), sorted(val.tolist())
+
+
+@dataclass(frozen=True)
+class PackageSplit:
+    """The cross-validation split a model package was trained on, from its metadata's training record."""
+
+    fold: int
+    folds: int
+    seed: int
+    test_cases: frozenset[str] | None  # held-out case ids (packages trained before 2026-11-28 lack them)
+
+    @classmethod
+    def of(cls, metadata: dict) -> PackageSplit | None:
+        """None for a package without a training record (sealed by hand, trained elsewhere)."""
+        training = metadata.get("training")
+        if not isinstance(training, dict):
+            return None
+        config = training.get("config")
+        values = (training.get("fold"), training.get("folds"), config.get("seed") if isinstance(config, dict) else None)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return None
+        ids = training.get("test_cases")
+        return cls(*values, frozenset(ids) if isinstance(ids, list) else None)
+
+    def describe(self) -> str:
+        return f"fold {self.fold} of {self.folds} held out, seed {self.seed}"
+
+    def held_out(self, records: list[CaseRecord], manifest: str) -> list[int]:
+        """Indices of the held-out test cases in ``records``; ConfigError when this manifest no longer gives the
+        cases the model was trained without (an edited, reordered or other cohort)."""
+        _, test = split_fold(records, self.fold, self.folds, seed=self.seed)
+        if self.test_cases is not None and {records[i].case_id for i in test} != self.test_cases:
+            raise ConfigError(f"{manifest}: its {self.describe()} is not the set of cases the model was trained "
+                              "without (another or an edited manifest?), so some test cases may be training cases")
+        return test
+
+    def same_cases_as(self, other: PackageSplit) -> bool:
+        """True unless both record their held-out cases and the sets differ."""
+        return self.test_cases is None or other.test_cases is None or self.test_cases == other.test_cases
 
 
 def _grade_counts(labels: np.ndarray) -> str:

@@ -1,0 +1,81 @@
+"""The student's loss reads each case's own teacher targets from the cache (by case index, not by position in
+the batch), and the dose teacher's inputs are the CT degraded by the simulator, with the PET channels empty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reactkd.cli import main
+from reactkd.graph import node_features, soft_region_masks
+from reactkd.losses import kd_loss, rgd_loss
+from reactkd.manifest import read_manifest
+from reactkd.training.config import load_config
+from reactkd.training.data import TENSOR_FIELDS, load_cohort
+from reactkd.training.stages import make_stage
+from reactkd.training.teacher_cache import TeacherTargets
+from tiny_training import TINY_CONFIG
+
+N_CLASSES, NODE_CHANNELS = 3, (5, 7)
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    assert main(["synth", "--out", str(root / "data"), "--cases", "4", "--seed", "5"]) == 0
+    (root / "c.yaml").write_text(TINY_CONFIG.replace("grid: [32, 32, 32]", "grid: [16, 32, 32]")
+                                 + "modality_dropout: 0.0\n")
+    config = load_config(root / "c.yaml")
+    cohort = load_cohort(read_manifest(root / "data/manifest.csv"), config.preprocess_config(), config.graph,
+                         cache_dir=root / "cache")
+    return config, cohort
+
+
+def batch_of(cohort, indices: list[int]) -> dict[str, torch.Tensor]:
+    idx = torch.tensor(indices)
+    return {**{name: getattr(cohort, name)[idx] for name in TENSOR_FIELDS}, "case_index": idx}
+
+
+def test_student_loss_uses_each_cases_own_teacher_targets(setting):
+    config, cohort = setting
+    torch.manual_seed(0)
+    n, n_nodes = len(cohort), int(cohort.n_nodes.max())
+    targets = TeacherTargets(torch.randn(n, 2, N_CLASSES) * 3, [torch.randn(n, n_nodes, c) for c in NODE_CHANNELS],
+                             torch.tensor([[True, True], [True, False], [True, True], [False, True]]))
+    stage = make_stage("student", config, targets)
+    stage.model.eval()  # no dropout: the forward below is the one inside the loss
+    order = [2, 0, 3]  # not the cases' positions in the cohort
+    batch = batch_of(cohort, order)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        terms = stage.loss(stage.model, batch, generator, config)
+        out = stage.model(batch["images"], batch["available"], batch["region_labels"])
+    mask = torch.arange(int(batch["n_nodes"].max()))[None] < batch["n_nodes"][:, None]
+    weights = torch.tensor(config.teacher_weights[:2])
+    own = torch.tensor(order)
+    expected_kd = kd_loss(out.logits, targets.logits[own].transpose(0, 1), targets.usable[own].transpose(0, 1),
+                          weights, config.temperature)
+    student_nodes = node_features(out.features, soft_region_masks(batch["node_index"], mask.shape[1],
+                                                                  out.features.shape[2:]))
+    expected_rgd = rgd_loss(student_nodes, [t[own, :mask.shape[1]] for t in targets.nodes], mask,
+                            targets.usable[own].transpose(0, 1), weights, epsilon=config.graph.gw_epsilon,
+                            edge_weight=config.graph.edge_weight)
+    torch.testing.assert_close(terms["kd"], expected_kd)
+    torch.testing.assert_close(terms["rgd"], expected_rgd)
+    # The targets of the batch positions (cases 0, 1, 2) give another loss: the lookup is what is tested.
+    by_position = kd_loss(out.logits, targets.logits[:3].transpose(0, 1), targets.usable[:3].transpose(0, 1),
+                          weights, config.temperature)
+    assert not torch.allclose(by_position, expected_kd)
+
+
+def test_dose_teacher_sees_degraded_ct_and_no_pet(setting):
+    config, cohort = setting
+    stage = make_stage("teacher-dose", config)
+    with_pet = torch.nonzero(cohort.available[:, 1:].any(dim=1)).flatten().tolist()
+    batch = batch_of(cohort, with_pet)
+    images, available = stage.degraded_inputs(batch, torch.Generator().manual_seed(3))
+    assert with_pet and available.tolist() == [[True, False, False]] * len(with_pet)
+    assert not images[:, 1:].any()  # PET channels empty although every one of these cases has a PET
+    assert not torch.equal(images[:, 0], batch["images"][:, 0])  # the simulator added noise
+    assert (images[:, 0] - batch["images"][:, 0]).abs().mean() < 0.05  # ... around the same CT
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
