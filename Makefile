@@ -9,7 +9,7 @@ GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2
 .PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean check-index
 
 # The constraints file pins MONAI to what the Slicer module installs (tested: its torch requirement).
-CONSTRAINTS := REACTKD/Resources/requirements-classify.txt
+CONSTRAINTS := REACTKD/reactkd/data/requirements-classify.txt
 $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

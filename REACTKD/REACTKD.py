@@ -1,8 +1,8 @@
 """REACTKD: grade hepatocellular carcinoma from CT (or PET/CT) with a REACT-KD model and show why.
 
 The module file stays thin: scene work lives in ``reactkd.scene.module_logic`` (no Qt, tested against a
-headless MRML scene), classification in a persistent child process (``reactkd.inference.process``), the
-model catalogue in ``reactkd.catalog`` and first-use installation in ``reactkd.scene.first_use``. Heavy
+headless MRML scene), classification in a persistent child process (``reactkd.inference.client``), the
+model catalogue in ``reactkd.package.catalog`` and first-use installation in ``reactkd.scene.first_use``. Heavy
 packages (torch, monai) are never imported in Slicer's own process by this module.
 
 Responsiveness: the inputs are read from the scene on the main thread (fast); a ``PythonSlicer -m reactkd

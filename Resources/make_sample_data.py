@@ -5,7 +5,7 @@
 Writes into REACTKD/Resources/SampleData/: ct.nrrd (HU, int16), pet_fdg.nrrd and pet_act.nrrd (SUV,
 float32 rounded to 0.01 so that gzip can shrink them), mask.seg.nrrd (segments "liver" and "tumour" with
 those IDs) and thumbnail.png (axial slice through the largest tumour; skipped without offscreen GL), then
-manifest.json with the SHA-256 of each file. One synthetic case of `reactkd.synth` at size "small";
+manifest.json with the SHA-256 of each file. One synthetic case of `reactkd.cohort.synth` at size "small";
 deterministic for the seed. Needs slicer-core (for the .seg.nrrd and the thumbnail).
 """
 
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
 
+    from reactkd.cohort.synth import generate_case
     from reactkd.scene import add_volume, create_headless_scene
     from reactkd.scene.sample_data import MANIFEST_FILE, SAMPLE_FILES, THUMBNAIL_FILE, sha256_of
-    from reactkd.synth import generate_case
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         files[THUMBNAIL_FILE] = {"sha256": sha256_of(out / THUMBNAIL_FILE)}
     manifest = {
         "description": "Synthetic dual-tracer liver PET/CT for trying the REACTKD module. Not patient data.",
-        "generator": "Resources/make_sample_data.py (reactkd.synth.generate_case, size small)",
+        "generator": "Resources/make_sample_data.py (reactkd.cohort.synth.generate_case, size small)",
         "seed": SEED, "label": GRADE, "grade": ["well", "moderate", "poor"][GRADE],
         "n_tumours": case.n_tumours,
         "pet_quantum_suv": PET_QUANTUM_SUV,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reactkd.models import build_model
-from reactkd.packaging import save_package
+from reactkd.package.model_package import save_package
 from reactkd.preprocessing import PreprocessConfig
 
 

@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 
 import reactkd
-from reactkd import catalog as catalog_module
-from reactkd.catalog import ModelCatalog, default_user_file, schema_problems, validate_catalog_document
 from reactkd.errors import ModelPackageError
+from reactkd.package import catalog as catalog_module
+from reactkd.package.catalog import (
+    ModelCatalog,
+    default_user_file,
+    schema_problems,
+    validate_catalog_document,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32
@@ -33,11 +38,11 @@ def make_package(folder: Path, name: str = "student", version: str = "1.2", moda
 
 @pytest.fixture(autouse=True)
 def verifier(monkeypatch):
-    """Stand-in for reactkd.packaging.verify_package (written elsewhere; real packages need torch)."""
+    """Stand-in for reactkd.package.model_package.verify_package (written elsewhere; real packages need torch)."""
     calls: list[Path] = []
-    fake = types.ModuleType("reactkd.packaging")
+    fake = types.ModuleType("reactkd.package.model_package")
     fake.verify_package = lambda model_dir: calls.append(Path(model_dir))
-    monkeypatch.setitem(sys.modules, "reactkd.packaging", fake)
+    monkeypatch.setitem(sys.modules, "reactkd.package.model_package", fake)
     monkeypatch.setattr(reactkd, "packaging", fake, raising=False)
     return calls
 
@@ -101,7 +106,7 @@ def test_verifier_rejection_blocks_registration(cat, tmp_path, monkeypatch):
     def reject(model_dir):
         raise ModelPackageError("checksum mismatch")
 
-    monkeypatch.setattr(sys.modules["reactkd.packaging"], "verify_package", reject)
+    monkeypatch.setattr(sys.modules["reactkd.package.model_package"], "verify_package", reject)
     with pytest.raises(ModelPackageError, match="checksum"):
         cat.register(make_package(tmp_path / "pkg"))
     assert cat.user_entries() == []
@@ -210,16 +215,16 @@ def test_default_user_file_honours_reactkd_home(monkeypatch, tmp_path):
 
 
 def test_catalog_import_stays_light():
-    code = "import sys, reactkd.catalog; bad = {'torch', 'monai', 'safetensors'} & set(sys.modules); print(bad)"
+    code = "import sys, reactkd.package.catalog; bad = {'torch', 'monai', 'safetensors'} & set(sys.modules); print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "set()"
 
 
 def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(cat, tmp_path, monkeypatch):
-    """With the project's own reactkd.packaging.verify_package (the stand-in removed for this test)."""
-    monkeypatch.delitem(sys.modules, "reactkd.packaging")
+    """With the project's own reactkd.package.model_package.verify_package (the stand-in removed for this test)."""
+    monkeypatch.delitem(sys.modules, "reactkd.package.model_package")
     monkeypatch.delattr(reactkd, "packaging", raising=False)
-    packaging = importlib.import_module("reactkd.packaging")
+    packaging = importlib.import_module("reactkd.package.model_package")
     numpy = pytest.importorskip("numpy")
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     pkg = tmp_path / "real"

@@ -267,7 +267,7 @@ def test_module_files_load_without_heavy_packages():
         for path in {[str(p) for p in MODULE_FILES]!r}:
             spec = importlib.util.spec_from_file_location("m", path)
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
-        import reactkd.catalog, REACTKDTrainingLib.runner
+        import reactkd.package.catalog, REACTKDTrainingLib.runner
         print(sorted(set({sorted(HEAVY)!r}) & {{m.split(".")[0] for m in sys.modules}}))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

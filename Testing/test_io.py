@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dicom_series import write_dicom_series
 from reactkd.errors import GeometryError, ImageReadError
-from reactkd.io import Geometry, from_numpy, read_image, to_numpy, write_dicom_series, write_image
+from reactkd.images.geometry import Geometry, from_numpy, to_numpy
+from reactkd.images.readers import read_image
+from reactkd.images.writers import write_image
 from synthetic_images import OBLIQUE, make_case
 
 

@@ -11,8 +11,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from reactkd.errors import ConfigError, GeometryError
-from reactkd.io import Geometry
-from reactkd.ldct import (
+from reactkd.images.geometry import Geometry
+from reactkd.ldct.projector import ParallelBeamProjector, get_projector
+from reactkd.ldct.simulator import (
     DEFAULT_I0,
     EXACT_POISSON_BELOW,
     MU_WATER_PER_MM,
@@ -24,7 +25,6 @@ from reactkd.ldct import (
     simulate_low_dose,
     simulate_low_dose_image,
 )
-from reactkd.ldct_projector import ParallelBeamProjector, get_projector
 
 OBLIQUE = (0.9961947, -0.0871557, 0.0, 0.0871557, 0.9961947, 0.0, 0.0, 0.0, 1.0)
 
@@ -217,8 +217,9 @@ def test_image_wrapper_keeps_geometry_and_uses_in_plane_spacing():
 
 
 def test_command_line_writes_the_missing_noise_on_the_ct_grid(tmp_path, capsys):
-    from reactkd.cli import main
-    from reactkd.io import read_image, write_image
+    from reactkd.cli.main import main
+    from reactkd.images.readers import read_image
+    from reactkd.images.writers import write_image
 
     hu = abdomen(48, 40).numpy()[None].repeat(3, 0).astype(np.int16)
     image = sitk.GetImageFromArray(hu)

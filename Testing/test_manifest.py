@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from reactkd.cohort.manifest import COLUMNS, read_manifest, write_manifest
 from reactkd.errors import ManifestError
-from reactkd.manifest import COLUMNS, read_manifest, write_manifest
 
 
 @pytest.fixture
@@ -63,8 +63,8 @@ def test_write_then_read(cohort):
 
 
 def test_duplicated_columns_are_refused_not_resolved_silently(tmp_path):
+    from reactkd.cohort.manifest import read_manifest
     from reactkd.errors import ManifestError
-    from reactkd.manifest import read_manifest
 
     path = tmp_path / "m.csv"
     path.write_text("case_id,patient_id,label,ct,pet_fdg,pet_act,mask,label\nc,p,0,ct.nii.gz,,,m.nii.gz,2\n")
@@ -75,9 +75,9 @@ def test_duplicated_columns_are_refused_not_resolved_silently(tmp_path):
 @pytest.mark.parametrize("labels, pattern", [([0, 1, 2, 0, 1, 2], "too small for 3 folds: 2 case"),
                                              ([0, 0, 0, 0, 1], "fewer than 2 grades to train on")])
 def test_a_cohort_too_small_for_its_folds_says_so_in_one_line(labels, pattern):
+    from reactkd.cohort.folds import split_fold
+    from reactkd.cohort.manifest import CaseRecord
     from reactkd.errors import ConfigError
-    from reactkd.manifest import CaseRecord
-    from reactkd.training.folds import split_fold
 
     records = [CaseRecord(f"c{i}", f"p{i}", label, Path("ct"), None, None, Path("m")) for i, label in enumerate(labels)]
     messages = []

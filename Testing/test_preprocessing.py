@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from reactkd.errors import GeometryError, MaskError
-from reactkd.io import Geometry
+from reactkd.images.geometry import Geometry
 from reactkd.preprocessing import (
     PreprocessConfig,
     clean_label_map,

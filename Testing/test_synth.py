@@ -11,11 +11,12 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from reactkd.cohort.synth import MANIFEST_COLUMNS, generate_case, write_cohort
+from reactkd.cohort.synth.cohort import plan_cohort
+from reactkd.cohort.synth.signal import macro_auc, pet_on_ct, tumour_features
 from reactkd.errors import ConfigError
-from reactkd.io import Geometry, read_image
-from reactkd.synth import MANIFEST_COLUMNS, generate_case, write_cohort
-from reactkd.synth.cohort import plan_cohort
-from reactkd.synth.signal import macro_auc, pet_on_ct, tumour_features
+from reactkd.images.geometry import Geometry
+from reactkd.images.readers import read_image
 
 IMAGES = ("ct", "pet_fdg", "pet_act", "mask")
 N_SIGNAL_CASES = 30
@@ -165,7 +166,7 @@ def test_calibrated_signal_matches_the_paper_on_a_fresh_cohort():
 
 
 def test_latent_differentiation_drives_ct_and_pet():
-    from reactkd.synth.anatomy import grade_property
+    from reactkd.cohort.synth.anatomy import grade_property
 
     assert grade_property((1.0, 2.0, 4.0), 0.5) == 1.0 and grade_property((1.0, 2.0, 4.0), 2.0) == 3.0
     assert grade_property((1.0, 2.0, 4.0), 0.0) == 0.5  # extrapolated below the first grade centre

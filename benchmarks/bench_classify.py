@@ -176,7 +176,7 @@ def run_worker(config: str, case_dir: Path, model: Path | None, runs: int, warmu
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from reactkd.io import read_image
+    from reactkd.images.readers import read_image
 
     ct = read_image(args.case_dir / "ct.nrrd")
     mask = read_image(args.case_dir / "mask.nrrd", labels=True)  # as `reactkd classify` reads it
@@ -291,7 +291,7 @@ def main() -> None:
         worker(args)
         return
 
-    from reactkd.synth import generate_case
+    from reactkd.cohort.synth import generate_case
 
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
         tmp = Path(tmp)

@@ -35,9 +35,9 @@ def main() -> None:
 
     from bench_classify import machine_description
 
+    from reactkd.cohort.synth import generate_case
     from reactkd.inference import Classifier
-    from reactkd.inference.process import InferenceProcess
-    from reactkd.synth import generate_case
+    from reactkd.inference.client import InferenceProcess
 
     case = generate_case(args.seed, 2, size="full")
     inputs = {"ct": case.ct, "mask": case.mask, "pet_fdg": None, "pet_act": None}

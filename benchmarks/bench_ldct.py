@@ -23,8 +23,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.transform import iradon, radon
 
-from reactkd.ldct import hu_to_mu, mu_to_hu, simulate_low_dose
-from reactkd.ldct_projector import get_projector
+from reactkd.ldct.projector import get_projector
+from reactkd.ldct.simulator import hu_to_mu, mu_to_hu, simulate_low_dose
 
 
 def phantom(size: int, depth: int, spacing: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ import argparse
 import statistics
 import time
 
+from reactkd.cohort.synth import generate_case
 from reactkd.preprocessing import preprocess_case
-from reactkd.synth import generate_case
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ def main() -> None:
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     classify_rows, train_rows = [], []
     if args.skip != "classify":
-        from reactkd.synth import generate_case
+        from reactkd.cohort.synth import generate_case
 
         case = generate_case(2025, 2, size="full")
         with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:

@@ -22,10 +22,10 @@ import time
 import numpy as np
 import torch
 
+from reactkd.cohort.cache import TENSOR_FIELDS, CohortTensors
 from reactkd.graph import build_regions, head_region_labels
 from reactkd.models import build_model
 from reactkd.training.config import TrainConfig
-from reactkd.training.data import TENSOR_FIELDS, CohortTensors
 from reactkd.training.stages import make_stage
 from reactkd.training.teacher_cache import compute_teacher_targets
 

@@ -27,7 +27,7 @@ from monai.visualize import GradCAM
 from torch import nn
 
 from reactkd.atomic import write_text_atomic
-from reactkd.io import write_image
+from reactkd.images.writers import write_image
 
 REFERENCE_GRID = (64, 224, 224)  # D, H, W
 CT_WINDOW = (-160.0, 240.0)

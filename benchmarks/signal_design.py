@@ -1,7 +1,7 @@
 """Measure the grade signal designed into the synthetic cohort: CT-only versus PET tumour features.
 
 Generates N small cases (balanced recorded grades), extracts hand-made features inside the tumour mask
-(``reactkd.synth.signal``: 8 CT features relative to the liver, 4 PET features), and reports the macro
+(``reactkd.cohort.synth.signal``: 8 CT features relative to the liver, 4 PET features), and reports the macro
 one-vs-rest AUC of logistic regression under stratified 5-fold CV against the recorded grade, the same
 against the true grade, and how often the recorded grade is a misreading.
 
@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from reactkd.synth import generate_case
-from reactkd.synth.signal import CT_FEATURES, PET_FEATURES, macro_auc, tumour_features
+from reactkd.cohort.synth import generate_case
+from reactkd.cohort.synth.signal import CT_FEATURES, PET_FEATURES, macro_auc, tumour_features
 
 
 def measure(n_cases: int, seed: int) -> dict[str, float]:

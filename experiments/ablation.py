@@ -30,12 +30,12 @@ import yaml
 from compare_models import probabilities
 
 from reactkd.atomic import write_bytes_atomic
-from reactkd.cli import main as cli
+from reactkd.cli.main import main as cli
+from reactkd.cohort.folds import split_fold
+from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import attention_share, paired_macro_auc_difference
+from reactkd.images.readers import read_image
 from reactkd.inference import Classifier
-from reactkd.io import read_image
-from reactkd.manifest import read_manifest
-from reactkd.training.folds import split_fold
 
 BASELINE = "student, CT only, no KD"
 STUDENTS = {  # name -> config overrides

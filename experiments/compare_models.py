@@ -9,7 +9,7 @@ preprocessing, on the modality subset given (``all`` for PET/CT teachers, ``ct``
 teacher is scored on the cases that have a PET, as ``reactkd evaluate`` does.
 
 ``--model-a handcrafted`` is the simple baseline on the same split: multinomial logistic regression on the
-hand-made CT tumour features of ``reactkd.synth.signal`` (``--modalities ct``), fitted on the fold's training part (the cases model B trained and selected on), scored on its test part.
+hand-made CT tumour features of ``reactkd.cohort.synth.signal`` (``--modalities ct``), fitted on the fold's training part (the cases model B trained and selected on), scored on its test part.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from reactkd.evaluation.cli import predict, subset_inputs
+from reactkd.cli.evaluate import predict, subset_inputs
+from reactkd.cohort.cache import load_cohort
+from reactkd.cohort.folds import split_fold
+from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import paired_macro_auc_difference
-from reactkd.manifest import read_manifest
-from reactkd.packaging import load_package
+from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.training.config import GraphConfig
-from reactkd.training.data import load_cohort
-from reactkd.training.folds import split_fold
 
 
 def probabilities(model_dir: Path, records, subset: str, cache_dir: Path):
@@ -50,8 +50,8 @@ def handcrafted(train_records, test_records):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from reactkd.io import read_image
-    from reactkd.synth.signal import ct_tumour_features
+    from reactkd.cohort.synth.signal import ct_tumour_features
+    from reactkd.images.readers import read_image
 
     def features(records):
         return np.array([ct_tumour_features(read_image(r.ct), read_image(r.mask)) for r in records])

@@ -15,9 +15,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from reactkd.manifest import read_manifest
+from reactkd.cohort.cache import load_cohort
+from reactkd.cohort.manifest import read_manifest
 from reactkd.training.config import load_config
-from reactkd.training.data import load_cohort
 from reactkd.training.sanity import balanced_subset, overfit
 
 

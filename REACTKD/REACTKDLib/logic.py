@@ -1,7 +1,7 @@
 """REACTKDLogic: the REACTKD module's non-GUI entry points (also usable from Slicer's Python console).
 
 Scene work is `reactkd.scene.module_logic`'s, classification runs in the persistent inference process
-(`reactkd.inference.process`), batch grading in a `reactkd classify --manifest` child. No Qt here.
+(`reactkd.inference.client`), batch grading in a `reactkd classify --manifest` child. No Qt here.
 """
 
 import slicer
@@ -26,14 +26,14 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
 
     def modelCatalog(self):
         """The catalogue of shipped and user-registered model packages (no heavy imports)."""
-        from reactkd.catalog import ModelCatalog
+        from reactkd.package.catalog import ModelCatalog
 
         return ModelCatalog()
 
     def inferenceProcess(self):
         """The persistent ``PythonSlicer -m reactkd serve`` child (started on the first request)."""
         if self._process is None:
-            from reactkd.inference.process import InferenceProcess
+            from reactkd.inference.client import InferenceProcess
 
             self._process = InferenceProcess()
         return self._process

@@ -1,3 +1,3 @@
-from .entry import run
+from reactkd.entry import run
 
 run()

@@ -58,7 +58,7 @@ def folder_lock(folder: str | os.PathLike, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on `folder` so two runs never write into it at once. With `wait=False` a folder
     another run holds raises ReactKDError instead of waiting. The lock goes away with the process, however it
     ends."""
-    from .errors import ReactKDError
+    from reactkd.errors import ReactKDError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

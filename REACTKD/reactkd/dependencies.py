@@ -3,7 +3,7 @@ anything heavy.
 
 The modules ask the user before installing: PyTorch through Slicer's PyTorch extension (it picks the build
 for the computer's GPU) with the version the pinned MONAI needs (`TORCH_REQUIREMENT`), the rest with
-``slicer.util.pip_install``: ``Resources/requirements-classify.txt`` before the first Classify,
+``slicer.util.pip_install``: ``reactkd/data/requirements-classify.txt`` before the first Classify,
 ``requirements-training.txt`` on top when training starts. `install_missing` does the asking and
 installing through callables the module passes in, so its decisions are tested without Slicer.
 
@@ -21,11 +21,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-_RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
+from reactkd.vocabulary import DATA_DIR
+
 #: What Classify needs (the REACTKD module), beside ``REACTKD.py`` once installed in Slicer.
-CLASSIFY_REQUIREMENTS = _RESOURCES / "requirements-classify.txt"
+CLASSIFY_REQUIREMENTS = DATA_DIR / "requirements-classify.txt"
 #: What training and evaluation need on top (the REACTKDTraining module).
-TRAINING_REQUIREMENTS = _RESOURCES / "requirements-training.txt"
+TRAINING_REQUIREMENTS = DATA_DIR / "requirements-training.txt"
 REQUIREMENTS_FILES = {"classify": (CLASSIFY_REQUIREMENTS,), "training": (CLASSIFY_REQUIREMENTS, TRAINING_REQUIREMENTS)}
 #: torch version asked from the PyTorch extension: what the MONAI pinned in requirements-classify.txt declares
 #: (a test compares them), so pip never pulls a PyPI torch over the build the extension chose.

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import DeviceError
+from reactkd.errors import DeviceError
 
 
 def cuda_usable() -> bool:

@@ -9,7 +9,7 @@ import sys
 def run() -> None:
     code = None
     try:
-        from .cli import main
+        from reactkd.cli.main import main
 
         code = main()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finished: nothing left to interrupt

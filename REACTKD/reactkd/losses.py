@@ -13,9 +13,9 @@ import ot
 import torch
 import torch.nn.functional as F
 
-from .devices import single_cpu_thread
-from .errors import ConfigError
-from .graph.pooling import edge_weights
+from reactkd.devices import single_cpu_thread
+from reactkd.errors import ConfigError
+from reactkd.graph.pooling import edge_weights
 
 #: Mass given to padded nodes in the GW marginals. Zero mass makes POT's log-domain solver produce NaN
 #: (log 0 - logsumexp(-inf) after the first outer step); 1e-20 is invisible next to real masses (>= 1/64) and

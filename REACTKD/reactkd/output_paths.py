@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ReactKDError
+from reactkd.errors import ReactKDError
 
 #: Pseudo file systems: writing there is never a user's intent, and may do harm.
 PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))

@@ -17,9 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from . import MODALITIES
-from .errors import GeometryError, MaskError
-from .io import Geometry
+from reactkd.errors import GeometryError, MaskError
+from reactkd.images.geometry import Geometry
+from reactkd.vocabulary import MODALITIES
 
 LIVER, TUMOUR = 1, 2
 PET_SCALES = ("percentile", "liver")

@@ -5,7 +5,7 @@ Qt-free and Slicer-free, so it is tested with plain Python; REACTKDTraining.py w
 The child is started as ``python -m reactkd <args> --progress json``; it prints one JSON object per
 line on stdout (``{"event": "start"|"step"|"epoch"|"done"|"error", ...}``) and ``error: ...`` on
 stderr for bad input. Process handling (own process group, cancel of the whole tree, reading events) is
-`reactkd.child_process`, shared with the REACTKD module's inference process.
+`reactkd.processes`, shared with the REACTKD module's inference process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reactkd.child_process import (  # noqa: F401 - re-exported for the module and its tests
+from reactkd.errors import ConfigError, ReactKDError
+from reactkd.processes import (  # noqa: F401 - re-exported for the module and its tests
     CANCEL_GRACE_S,
     ProgressCallback,
     RunHandle,
@@ -26,7 +27,6 @@ from reactkd.child_process import (  # noqa: F401 - re-exported for the module a
     slicer_python_executable,
     start_reactkd,
 )
-from reactkd.errors import ConfigError, ReactKDError
 
 STAGES = ("teacher-sf", "teacher-dose", "student")
 
@@ -84,7 +84,7 @@ class TrainingRunner:
                 return
             target = catalog or self.catalog
             if target is None:
-                from reactkd.catalog import ModelCatalog
+                from reactkd.package.catalog import ModelCatalog
 
                 target = ModelCatalog()
             try:

@@ -10,11 +10,11 @@ import json
 import pytest
 
 from model_packages import make_package
-from reactkd.cli import main
+from reactkd.cli.main import main
+from reactkd.cohort.synth import generate_case
 from reactkd.errors import ManifestError
+from reactkd.images.writers import write_image
 from reactkd.inference.batch import grade_manifest, read_grading_manifest
-from reactkd.io import write_image
-from reactkd.synth import generate_case
 
 
 @pytest.fixture(scope="module")

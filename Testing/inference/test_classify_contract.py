@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dicom_series import write_dicom_series
 from model_packages import make_package
-from reactkd.cli import main
+from reactkd.cli.main import main
+from reactkd.cohort.synth import generate_case
 from reactkd.errors import MaskError, ModelPackageError
+from reactkd.images.geometry import Geometry
+from reactkd.images.readers import read_image
+from reactkd.images.writers import write_image
 from reactkd.inference import Classifier
-from reactkd.io import Geometry, read_image, write_dicom_series, write_image
-from reactkd.synth import generate_case
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +255,7 @@ def test_every_shipped_package_is_listed_and_classifies_a_case_with_its_inputs(c
     (the SF teacher with the PETs, the others on CT)."""
     from pathlib import Path
 
-    from reactkd.catalog import ModelCatalog
+    from reactkd.package.catalog import ModelCatalog
 
     folder, _ = case_files
     entry = ModelCatalog(user_file=tmp_path / "none.json").get(name)

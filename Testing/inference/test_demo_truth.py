@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import SimpleITK as sitk
 
-from reactkd.inference.demo import truth_text
-from reactkd.synth import generate_case
+from reactkd.cli.demo import truth_text
+from reactkd.cohort.synth import generate_case
 
 
 def _result(case, grade, cam):
@@ -39,10 +39,10 @@ def test_demo_grades_its_case_with_the_shipped_student_and_looks_at_its_tumour(t
     at least half of the Grad-CAM mass inside the tumour + 5 mm ring."""
     import json
 
-    from reactkd.cli import main
+    from reactkd.cli.demo import DEMO_GRADE, DEMO_SEED
+    from reactkd.cli.main import main
     from reactkd.evaluation import attention_share
-    from reactkd.inference.demo import DEMO_GRADE, DEMO_SEED
-    from reactkd.io import read_image
+    from reactkd.images.readers import read_image
 
     assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out

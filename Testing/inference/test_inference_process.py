@@ -18,11 +18,11 @@ import pytest
 import SimpleITK as sitk
 
 from model_packages import make_package
-from reactkd.child_process import group_alive
 from reactkd.errors import ReactKDError
-from reactkd.inference.process import InferenceProcess, remove_stale_sessions
+from reactkd.images.geometry import Geometry
+from reactkd.inference.client import InferenceProcess, remove_stale_sessions
 from reactkd.inference.server import ClassifierCache, serve
-from reactkd.io import Geometry
+from reactkd.processes import group_alive
 from synthetic_images import make_case
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="process-group checks are POSIX")

@@ -124,7 +124,7 @@ def test_a_package_made_before_the_region_head_loads_as_a_global_head_model(tmp_
     import json
 
     from reactkd.models.heads import GlobalHead
-    from reactkd.packaging import METADATA_FILE, load_package, save_package
+    from reactkd.package.model_package import METADATA_FILE, load_package, save_package
 
     model = build_model("student", init_filters=8, head="global")
     arguments = dict(model.config)

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from reactkd import MODALITIES
 from reactkd.errors import ConfigError
 from reactkd.models import ARCHITECTURES, ReactKDModel, build_model
+from reactkd.vocabulary import MODALITIES
 from synthetic_images import regions_like
 
 TINY = {

@@ -26,8 +26,8 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def case_dir(tmp_path_factory) -> Path:
     """One small synthetic PET/CT case on disk: ct, pet_fdg, pet_act, mask (.nii.gz)."""
-    from reactkd.io import write_image
-    from reactkd.synth import generate_case
+    from reactkd.cohort.synth import generate_case
+    from reactkd.images.writers import write_image
 
     folder = tmp_path_factory.mktemp("rel_case")
     case = generate_case(3, 2, size="small")

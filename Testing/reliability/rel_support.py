@@ -23,7 +23,7 @@ def files_under(folder: Path) -> set[str]:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run `reactkd` in-process; argparse refusals (SystemExit) count as their exit code."""
-    from reactkd.cli import main
+    from reactkd.cli.main import main
 
     try:
         code = main(argv)

@@ -1,5 +1,5 @@
 """Bad-input matrix, command line: every case exits 2 with one `error: ` line on stderr, no traceback and no
-output file, partial or not (commands run in-process through reactkd.cli.main)."""
+output file, partial or not (commands run in-process through reactkd.cli.main.main)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 from rel_support import assert_one_error_line, files_under, run_cli
 
+from dicom_series import write_dicom_series
 from reactkd.devices import cuda_usable
-from reactkd.io import write_dicom_series
 
 
 def _derived(case_dir: Path, folder: Path, name: str, source: str, edit) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
+from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import cuda_usable, resolve_device
 from reactkd.errors import ConfigError, DeviceError, ManifestError
-from reactkd.ldct import simulate_low_dose_image
-from reactkd.manifest import read_manifest
+from reactkd.ldct.simulator import simulate_low_dose_image
 from reactkd.training.config import load_config
 
 HEADER = "case_id,patient_id,label,ct,pet_fdg,pet_act,mask"

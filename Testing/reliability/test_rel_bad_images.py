@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dicom_series import write_dicom_series
 from reactkd.errors import GeometryError, ImageReadError, MaskError
-from reactkd.io import read_image, write_dicom_series
+from reactkd.images.readers import read_image
 from reactkd.preprocessing import PreprocessConfig, preprocess_case
 
 RAW_4 = np.zeros((4, 4, 4), np.float32).tobytes()

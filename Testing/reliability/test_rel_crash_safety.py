@@ -19,8 +19,8 @@ import torch
 from rel_support import CHILD_ENV, TINY_CONFIG, files_under
 
 from reactkd import atomic
-from reactkd.io import write_image
-from reactkd.packaging import METADATA_FILE, WEIGHTS_FILE, save_package, verify_package
+from reactkd.images.writers import write_image
+from reactkd.package.model_package import METADATA_FILE, WEIGHTS_FILE, save_package, verify_package
 
 
 def disk_full() -> OSError:
@@ -123,8 +123,8 @@ def test_save_package_interrupted_keeps_the_old_package(tmp_path, monkeypatch):
 
 def test_save_package_interrupted_between_files_is_refused_not_misread(tmp_path, monkeypatch):
     """Weights replaced, metadata write failed: the package is refused (checksum), never loaded half-new."""
-    from reactkd import packaging
     from reactkd.errors import ModelPackageError
+    from reactkd.package import model_package as packaging
 
     folder = _package(tmp_path / "pkg", seed=0)
     monkeypatch.setattr(packaging, "write_text_atomic", lambda *a, **k: (_ for _ in ()).throw(disk_full()))
@@ -158,7 +158,7 @@ def test_classify_outputs_interrupted_leave_no_partial_set(tmp_path, monkeypatch
 
 
 def test_synth_interrupted_leaves_no_manifest(tmp_path, monkeypatch):
-    from reactkd.synth import cohort
+    from reactkd.cohort.synth import cohort
 
     calls = []
     real = cohort.generate_case
@@ -235,7 +235,7 @@ def _check_checkpoint(folder: Path) -> int | None:
 
 @pytest.mark.slow
 def test_training_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path):
-    from reactkd.cli import main
+    from reactkd.cli.main import main
 
     seed = random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)

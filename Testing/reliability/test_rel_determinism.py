@@ -12,7 +12,7 @@ import json
 
 from rel_support import files_under, run_cli
 
-from reactkd.synth import write_cohort
+from reactkd.cohort.synth import write_cohort
 
 
 def _contents(folder) -> dict[str, bytes]:

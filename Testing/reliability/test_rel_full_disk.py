@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from reactkd import io as reactkd_io
+from reactkd.images import writers as reactkd_io
 from reactkd.errors import ImageWriteError
-from reactkd.io import write_image
+from reactkd.images.writers import write_image
 
 FORMATS = [(".nii.gz", True), (".nii", False), (".nrrd", True), (".nrrd", False), (".mha", True), (".mha", False),
            (".nhdr", False)]
@@ -77,7 +77,7 @@ def test_complete_files_pass_the_check_for_every_pixel_type(suffix, compress, im
 
 
 def test_a_full_disk_in_the_cli_is_one_error_line(image, tmp_path, monkeypatch, capsys):
-    from reactkd.cli import main
+    from reactkd.cli.main import main
 
     write_image(image, tmp_path / "ct.nii.gz")
     truncating_writer(monkeypatch, lambda n: n // 3)
@@ -92,7 +92,7 @@ def test_a_full_disk_under_any_python_write_is_one_error_line(tmp_path, monkeypa
     import errno
 
     from reactkd import atomic
-    from reactkd.cli import main
+    from reactkd.cli.main import main
 
     def no_space(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

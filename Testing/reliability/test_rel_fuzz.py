@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from rel_support import fuzz_settings
 from scipy import ndimage
 
+from reactkd.cohort.manifest import read_manifest
 from reactkd.errors import ManifestError, ReactKDError
 from reactkd.graph import build_regions
-from reactkd.io import Geometry, read_image
+from reactkd.images.geometry import Geometry
+from reactkd.images.readers import read_image
 from reactkd.losses import rgd_loss
-from reactkd.manifest import read_manifest
 from reactkd.preprocessing import grid_geometry, to_native
 
 pytestmark = pytest.mark.fuzz

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from rel_support import assert_one_error_line, run_cli
 
-from reactkd.catalog import ModelCatalog
 from reactkd.errors import ConfigError, ModelPackageError
 from reactkd.inference import Classifier
-from reactkd.packaging import (
+from reactkd.package.catalog import ModelCatalog
+from reactkd.package.model_package import (
     METADATA_CHECKSUM,
     METADATA_FILE,
     WEIGHTS_FILE,
@@ -307,7 +307,7 @@ def test_any_metadata_change_after_saving_is_refused(changes, tiny_package, tmp_
 
 
 def test_unsealed_package_says_how_to_seal_and_sealing_restores_it(tiny_package, tmp_path, capsys):
-    from reactkd.cli import main
+    from reactkd.cli.main import main
 
     package = clone(tiny_package, tmp_path / "pkg")
     metadata = json.loads((package / METADATA_FILE).read_text())
@@ -326,8 +326,8 @@ def test_non_finite_weights_behind_a_matching_checksum_give_no_grade(tiny_packag
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from reactkd.cli import main
-    from reactkd.io import write_image
+    from reactkd.cli.main import main
+    from reactkd.images.writers import write_image
     from synthetic_images import make_case
 
     package = clone(tiny_package, tmp_path / "pkg")

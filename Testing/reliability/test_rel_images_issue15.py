@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dicom_series import write_dicom_series
 from reactkd.errors import GeometryError, ImageReadError
-from reactkd.io import read_image, write_dicom_series
+from reactkd.images.readers import read_image
 from reactkd.preprocessing import PreprocessConfig, preprocess_case
 from synthetic_images import make_case
 
@@ -107,9 +108,9 @@ def test_a_pet_without_uptake_or_covering_part_of_the_liver_is_warned_about():
 
 
 def test_messages_speak_of_what_the_user_gave(tmp_path, capsys):
-    from reactkd.cli import main
+    from reactkd.cli.main import main
     from reactkd.errors import ConfigError
-    from reactkd.io import write_image
+    from reactkd.images.writers import write_image
     from reactkd.training.config import load_config
 
     path = tmp_path / "c.yaml"

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from model_packages import make_package
+from reactkd.images.writers import write_image
 from reactkd.inference.outputs import OUTPUT_FILES
-from reactkd.io import write_image
 from synthetic_images import make_case
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.name == "nt", reason="POSIX signals")]

@@ -15,11 +15,11 @@ import pytest
 
 from model_packages import make_package
 from reactkd.atomic import folder_lock, remove_stale_staging
-from reactkd.cli import main
+from reactkd.cli.main import main
 from reactkd.errors import ReactKDError
+from reactkd.images.writers import write_image
 from reactkd.inference import Classifier
 from reactkd.inference.outputs import write_outputs
-from reactkd.io import write_image
 from synthetic_images import make_case
 
 

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from reactkd.cli import main
-from reactkd.io import write_image
+from reactkd.cli.main import main
+from reactkd.images.writers import write_image
 from synthetic_images import make_case
 
 

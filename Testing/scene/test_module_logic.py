@@ -18,8 +18,8 @@ pytest.importorskip("slicer", reason="slicer-core is not installed")
 import slicer  # noqa: E402
 
 from reactkd.errors import ImageReadError, MaskError, ReactKDError  # noqa: E402
-from reactkd.inference.process import InferenceProcess  # noqa: E402
-from reactkd.io import Geometry  # noqa: E402
+from reactkd.images.geometry import Geometry  # noqa: E402
+from reactkd.inference.client import InferenceProcess  # noqa: E402
 from reactkd.scene import add_segmentation, add_volume, create_headless_scene, volume_array  # noqa: E402
 from reactkd.scene.module_logic import (  # noqa: E402
     ATTENTION_KINDS,
@@ -38,7 +38,7 @@ GRID = (16, 32, 32)  # model grid (D, H, W): small enough for ~1 s per classific
 
 @pytest.fixture(scope="module")
 def case():
-    from reactkd.synth import generate_case
+    from reactkd.cohort.synth import generate_case
 
     return generate_case(1, 2, size="small")
 
@@ -46,7 +46,7 @@ def case():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from reactkd.models import build_model
-    from reactkd.packaging import save_package
+    from reactkd.package.model_package import save_package
     from reactkd.preprocessing import PreprocessConfig
 
     # Three levels: the four-level model's safetensors header length ends in byte 0x80, which the package

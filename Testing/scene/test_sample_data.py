@@ -13,7 +13,7 @@ pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 import slicer  # noqa: E402
 
-from reactkd.io import read_image  # noqa: E402
+from reactkd.images.readers import read_image  # noqa: E402
 from reactkd.scene import volume_array  # noqa: E402
 from reactkd.scene.module_logic import find_segment_ids, inputs_from_nodes  # noqa: E402
 from reactkd.scene.sample_data import (  # noqa: E402

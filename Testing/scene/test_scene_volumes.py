@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from reactkd.errors import GeometryError
-from reactkd.io import Geometry
+from reactkd.images.geometry import Geometry
 
 pytestmark = pytest.mark.scene
 

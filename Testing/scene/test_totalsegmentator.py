@@ -24,7 +24,7 @@ from reactkd.scene.module_logic import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def case():
-    from reactkd.synth import generate_case
+    from reactkd.cohort.synth import generate_case
 
     return generate_case(1, 2, size="small")
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from reactkd.cli import main
-from reactkd.manifest import read_manifest
+from reactkd.cli.main import main
+from reactkd.cohort.cache import cohort_cache_dir, load_cohort
+from reactkd.cohort.manifest import read_manifest
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.training.config import GraphConfig
-from reactkd.training.data import cohort_cache_dir, load_cohort
 
 
 @pytest.fixture(scope="module")

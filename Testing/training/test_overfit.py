@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reactkd.cli import main
-from reactkd.manifest import read_manifest
+from reactkd.cli.main import main
+from reactkd.cohort.cache import load_cohort
+from reactkd.cohort.manifest import read_manifest
 from reactkd.training.config import load_config
-from reactkd.training.data import load_cohort
 from reactkd.training.sanity import balanced_subset, overfit
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "REACTKD/reactkd/configs/demo.yaml"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from reactkd.cohort.folds import inner_split, split_fold
+from reactkd.cohort.manifest import CaseRecord
 from reactkd.errors import ConfigError
-from reactkd.manifest import CaseRecord
 from reactkd.training.engine import epoch_order, warmup_cosine
-from reactkd.training.folds import inner_split, split_fold
 
 
 def test_warmup_then_cosine_counted_in_steps():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reactkd.cli import main
+from reactkd.cli.main import main
+from reactkd.cohort.cache import TENSOR_FIELDS, load_cohort
+from reactkd.cohort.manifest import read_manifest
 from reactkd.graph import node_features, soft_region_masks
 from reactkd.losses import kd_loss, rgd_loss
-from reactkd.manifest import read_manifest
 from reactkd.training.config import load_config
-from reactkd.training.data import TENSOR_FIELDS, load_cohort
 from reactkd.training.stages import make_stage
 from reactkd.training.teacher_cache import TeacherTargets
 from tiny_training import TINY_CONFIG

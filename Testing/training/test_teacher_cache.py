@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from reactkd.cohort.cache import CohortTensors
 from reactkd.models import build_model
 from reactkd.training import teacher_cache
-from reactkd.training.data import CohortTensors
 from synthetic_images import regions_like
 
 GRID = (16, 32, 32)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reactkd.cli import main
-from reactkd.packaging import verify_package
+from reactkd.cli.main import main
+from reactkd.package.model_package import verify_package
 from tiny_training import CHILD_ENV, TINY_CONFIG
 
 TINY, ENV = TINY_CONFIG, CHILD_ENV

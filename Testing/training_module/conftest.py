@@ -1,5 +1,5 @@
 """Make the REACTKDTraining module folder importable (Slicer puts it on sys.path itself) and stand in for
-reactkd.packaging.verify_package: fake packages here have no real weights."""
+reactkd.package.model_package.verify_package: fake packages here have no real weights."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if str(MODULE_DIR) not in sys.path:
 
 @pytest.fixture
 def permissive_verifier(monkeypatch):
-    fake = types.ModuleType("reactkd.packaging")
+    fake = types.ModuleType("reactkd.package.model_package")
     fake.verify_package = lambda model_dir: None
-    monkeypatch.setitem(sys.modules, "reactkd.packaging", fake)
+    monkeypatch.setitem(sys.modules, "reactkd.package.model_package", fake)
     monkeypatch.setattr(reactkd, "packaging", fake, raising=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reactkd.catalog import ModelCatalog
 from reactkd.errors import ConfigError
+from reactkd.package.catalog import ModelCatalog
 from REACTKDTrainingLib.runner import TrainingRunner, reactkd_search_path, slicer_python_executable
 
 FAKE_CHILD = textwrap.dedent('''

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reactkd.catalog import ModelCatalog
 from reactkd.errors import ReactKDError
+from reactkd.package.catalog import ModelCatalog
 from REACTKDTrainingLib.runner import TrainingRunner, slicer_python_executable
 
 MODULE_FILE = Path(__file__).resolve().parents[2] / "REACTKDTraining" / "REACTKDTraining.py"

@@ -1,7 +1,7 @@
 """Region graph of a case: tumour, peritumoral-ring and liver-parcel nodes (numpy, from the label map) and
 their batched, differentiable features and edges on feature maps (torch)."""
 
-from .pooling import (
+from reactkd.graph.pooling import (
     collate_regions,
     edge_weights,
     node_features,
@@ -9,7 +9,7 @@ from .pooling import (
     soft_region_masks,
     strongest_edges,
 )
-from .regions import RegionSet, build_regions, head_region_labels
+from reactkd.graph.regions import RegionSet, build_regions, head_region_labels
 
 __all__ = [
     "RegionSet",

@@ -29,7 +29,7 @@ from scipy import ndimage
 from sklearn.cluster import KMeans
 from threadpoolctl import ThreadpoolController
 
-from ..errors import MaskError
+from reactkd.errors import MaskError
 
 BACKGROUND, LIVER, TUMOUR = 0, 1, 2
 #: Voxels drawn (seeded) from the parenchyma to fit k-means; all voxels are then assigned to the centres.

@@ -1,5 +1,5 @@
 """Inference: classify one case and map probabilities, attention and the region graph to the native CT."""
 
-from .classifier import DEFAULT_MODEL, ClassificationResult, Classifier
+from reactkd.inference.classifier import DEFAULT_MODEL, ClassificationResult, Classifier
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import folder_lock, write_text_atomic
-from ..errors import ManifestError, ReactKDError
-from ..manifest import duplicated_columns
-from ..output_paths import check_output
+from reactkd.atomic import folder_lock, write_text_atomic
+from reactkd.cohort.manifest import duplicated_columns
+from reactkd.errors import ManifestError, ReactKDError
+from reactkd.output_paths import check_output
 
 RESULTS_FILE = "results.csv"
 CASES_FOLDER = "cases"
@@ -122,7 +122,7 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
                    render: bool = False, progress=None) -> tuple[int, list[dict]]:
     """Grade every case; returns (number graded now, all result rows). `progress(event)` gets one dict per
     case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}."""
-    from .classifier import Classifier
+    from reactkd.inference.classifier import Classifier
 
     out_dir = check_output(out_dir, folder=True, inputs=[manifest, model], names=(RESULTS_FILE,))
     cases = read_grading_manifest(manifest)
@@ -131,8 +131,8 @@ def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path 
 
 
 def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, progress) -> tuple[int, list[dict]]:
-    from ..io import read_image
-    from .outputs import OUTPUT_FILES, write_outputs
+    from reactkd.images.readers import read_image
+    from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
 
     class_names = list(classifier.metadata["class_names"])
     model_sha = str(classifier.metadata["sha256"])
@@ -236,7 +236,7 @@ def start_batch(manifest: str | Path, out_dir: str | Path, model: str | Path | N
                 progress=None, python: str | None = None, callbacks_in_thread: bool = False):
     """Run ``reactkd classify --manifest ... --progress json`` as a child process (Slicer's Python); returns
     its RunHandle: one {"event": "case", ...} per case, then {"event": "done", ...}; cancel stops it."""
-    from ..child_process import slicer_python_executable, start_reactkd
+    from reactkd.processes import slicer_python_executable, start_reactkd
 
     argv = [python or slicer_python_executable(), "-m", "reactkd", "classify", "--manifest", str(manifest),
             "--out", str(out_dir), "--device", device, "--no-render", "--progress", "json",

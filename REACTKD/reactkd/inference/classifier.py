@@ -16,12 +16,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..devices import is_out_of_memory, resolve_device
-from ..errors import ModelPackageError, ReactKDError
-from ..graph import RegionSet, head_region_labels
-from ..packaging import load_package
-from ..preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
-from .region_graph import case_regions, region_graph
+from reactkd.devices import is_out_of_memory, resolve_device
+from reactkd.errors import ModelPackageError, ReactKDError
+from reactkd.graph import RegionSet, head_region_labels
+from reactkd.inference.region_graph import case_regions, region_graph
+from reactkd.package.model_package import load_package
+from reactkd.preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
 
@@ -126,7 +126,7 @@ class Classifier:
         """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
         removes, so building one per call would pile them up."""
         if self._cam is None:
-            from ..models.gradcam import GradCamAdapter, grad_cam
+            from reactkd.models.gradcam import GradCamAdapter, grad_cam
 
             adapter = GradCamAdapter(self.model, backward_from_cam_layer=True)
             self._cam = adapter, grad_cam(adapter)

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import folder_lock, remove_stale_staging, staging_prefix, write_text_atomic
-from ..errors import ReactKDError
-from ..io import Geometry, read_image, write_image
-from .classifier import ClassificationResult
+from reactkd.atomic import folder_lock, remove_stale_staging, staging_prefix, write_text_atomic
+from reactkd.errors import ReactKDError
+from reactkd.images.geometry import Geometry
+from reactkd.images.readers import read_image
+from reactkd.images.writers import write_image
+from reactkd.inference.classifier import ClassificationResult
 
 OUTPUT_FILES = ("result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
                 "scene.mrb")
@@ -54,7 +56,7 @@ def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, 
     if render:
         import time
 
-        from .scene_outputs import write_scene_outputs
+        from reactkd.inference.scene_outputs import write_scene_outputs
 
         start = time.perf_counter()
         write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph import RegionSet, build_regions, edge_weights, node_features, soft_region_masks, strongest_edges
-from ..preprocessing import PreprocessedCase
+from reactkd.graph import (
+    RegionSet,
+    build_regions,
+    edge_weights,
+    node_features,
+    soft_region_masks,
+    strongest_edges,
+)
+from reactkd.preprocessing import PreprocessedCase
 
 EDGES_PER_NODE = 3
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..interrupts import deferred_interrupt
-from .classifier import ClassificationResult
+from reactkd.inference.classifier import ClassificationResult
+from reactkd.interrupts import deferred_interrupt
 
 SHOWN_ATTENTION = "attention_gradcam"
 
@@ -17,9 +17,9 @@ def write_scene_outputs(result: ClassificationResult, out_dir: Path, ct: sitk.Im
                         pet_fdg: sitk.Image | None, pet_act: sitk.Image | None) -> None:
     with deferred_interrupt():  # an interrupted VTK/OpenGL start-up can crash the process: let it finish first
         try:
-            from ..scene import write_classification_scene
+            from reactkd.scene import write_classification_scene
         except ImportError as exc:
-            from ..errors import ReactKDError
+            from reactkd.errors import ReactKDError
 
             if importlib.util.find_spec("slicer") is None:  # pip install without the [scene] extra
                 raise ReactKDError(f"rendering needs slicer-core ({exc}); install reactkd[scene] or pass "

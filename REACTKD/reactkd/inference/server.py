@@ -1,6 +1,6 @@
 """`reactkd serve`: a persistent classification process speaking JSON lines on stdin/stdout.
 
-The REACTKD Slicer module runs it as a PythonSlicer child (`reactkd.inference.process`), so a model loads
+The REACTKD Slicer module runs it as a PythonSlicer child (`reactkd.inference.client`), so a model loads
 once and stays warm, a cancel can kill the computation, and a crash (CUDA, out of memory) cannot take Slicer
 down. Protocol, one JSON object per line:
 
@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ReactKDError
+from reactkd.errors import ReactKDError
 
 PROTOCOL = 1
 #: Stages of a classify request, with the rough fraction done when each starts.
@@ -52,7 +52,7 @@ class ClassifierCache:
     @staticmethod
     def key(model_dir: str | os.PathLike | None, device: str) -> tuple[str, str]:
         if model_dir is None:
-            from .classifier import DEFAULT_MODEL as model_dir
+            from reactkd.inference.classifier import DEFAULT_MODEL as model_dir
         return str(Path(model_dir).expanduser().resolve()), (device or "auto").strip().lower()
 
     def is_loaded(self, model_dir, device: str) -> bool:
@@ -65,7 +65,7 @@ class ClassifierCache:
             if key not in self._classifiers:
                 factory = self._factory
                 if factory is None:
-                    from .classifier import Classifier as factory
+                    from reactkd.inference.classifier import Classifier as factory
                 self._classifiers[key] = factory(Path(key[0]), key[1])
             return self._classifiers[key]
 
@@ -82,8 +82,8 @@ def _paths(request: dict) -> tuple[dict[str, Path | None], Path]:
 
 def classify_request(request: dict, cache: ClassifierCache, send) -> None:
     """Run one classify request, sending progress events and then its result event."""
-    from ..io import read_image
-    from .outputs import write_outputs
+    from reactkd.images.readers import read_image
+    from reactkd.inference.outputs import write_outputs
 
     rid = request.get("id")
 

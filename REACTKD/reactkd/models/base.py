@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from reactkd import MODALITIES
 from reactkd.models.heads import LiverReference
+from reactkd.vocabulary import MODALITIES
 
 
 @dataclass

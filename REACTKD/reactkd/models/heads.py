@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from reactkd import HEADS
 from reactkd.graph.pooling import node_features, soft_region_mask_pyramid
+from reactkd.vocabulary import HEADS
 
 REGION_KINDS = ("tumour", "ring", "liver")
 #: Size descriptors: tumour share of the organ, its log, ring share, log(1 + tumour count).

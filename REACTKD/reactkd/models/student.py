@@ -9,7 +9,6 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.segresnet_ds import SegResEncoder
 from torch import nn
 
-from reactkd import MODALITIES
 from reactkd.models.base import (
     ModelOutput,
     ReactKDModel,
@@ -19,6 +18,7 @@ from reactkd.models.base import (
 )
 from reactkd.models.cbam import CBAM3D
 from reactkd.models.heads import build_head, check_head
+from reactkd.vocabulary import MODALITIES
 
 #: Encoder levels whose block outputs the region head pools besides the deepest map (strides 1 and 4):
 #: the finest level sees the 5-17 HU tumour-to-liver contrast before any downsampling blurs it.

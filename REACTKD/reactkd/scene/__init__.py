@@ -28,10 +28,10 @@ need a headless `SceneContext`. Offscreen rendering on Linux uses a vtkEGLRender
 packages in `render.GL_PACKAGES`); a missing GL raises `RenderingUnavailableError` instead of crashing.
 """
 
-from .colors import edge_color_table, heat_color_table, inferno_rgba
-from .headless import SLICE_VIEWS, SceneContext, create_headless_scene
-from .mrb import load_mrb, save_mrb
-from .overlays import (
+from reactkd.scene.colors import edge_color_table, heat_color_table, inferno_rgba
+from reactkd.scene.headless import SLICE_VIEWS, SceneContext, create_headless_scene
+from reactkd.scene.mrb import load_mrb, save_mrb
+from reactkd.scene.overlays import (
     add_results_table,
     add_segmentation,
     apply_ct_window,
@@ -40,10 +40,15 @@ from .overlays import (
     segment_id_by_name,
     show_attention,
 )
-from .region_graph import add_region_graph
-from .render import RenderingUnavailableError, SliceRenderer, offscreen_render_window, render_slice_png
-from .report import write_classification_scene
-from .volumes import add_volume, volume_array, volume_geometry, volume_to_image
+from reactkd.scene.region_graph import add_region_graph
+from reactkd.scene.render import (
+    RenderingUnavailableError,
+    SliceRenderer,
+    offscreen_render_window,
+    render_slice_png,
+)
+from reactkd.scene.report import write_classification_scene
+from reactkd.scene.volumes import add_volume, volume_array, volume_geometry, volume_to_image
 
 __all__ = [
     "SLICE_VIEWS", "SceneContext", "create_headless_scene",

@@ -11,7 +11,7 @@ import sys
 
 import slicer
 
-from ..dependencies import install_missing, install_plan
+from reactkd.dependencies import install_missing, install_plan
 
 TITLE = "REACT-KD"
 NO_PYTORCH_EXTENSION = ("REACT-KD needs PyTorch: install the PyTorch extension from the Extensions Manager, "

@@ -20,16 +20,16 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from ..atomic import write_text_atomic
-from ..errors import ImageReadError, MaskError
-from .overlays import (
+from reactkd.atomic import write_text_atomic
+from reactkd.errors import ImageReadError, MaskError
+from reactkd.scene.overlays import (
     add_results_table,
     center_views_on,
     largest_tumour_centroid_ras,
     show_attention,
 )
-from .region_graph import add_region_graph
-from .volumes import add_volume, volume_to_image
+from reactkd.scene.region_graph import add_region_graph
+from reactkd.scene.volumes import add_volume, volume_to_image
 
 LIVER_WORDS = frozenset({"liver"})
 TUMOUR_WORDS = frozenset({"tumour", "tumor", "mass", "lesion", "tumours", "tumors", "masses", "lesions",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import slicer
 
-from ..atomic import atomic_path
-from ..errors import ReactKDError
-from .headless import SceneContext, create_headless_scene, vtk_warnings_silenced
+from reactkd.atomic import atomic_path
+from reactkd.errors import ReactKDError
+from reactkd.scene.headless import SceneContext, create_headless_scene, vtk_warnings_silenced
 
 
 def save_mrb(scene: slicer.vtkMRMLScene, path: str | os.PathLike) -> Path:

@@ -10,9 +10,9 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from ..errors import MaskError
-from .colors import heat_color_table
-from .volumes import add_volume, volume_array
+from reactkd.errors import MaskError
+from reactkd.scene.colors import heat_color_table
+from reactkd.scene.volumes import add_volume, volume_array
 
 #: Label value -> (segment name, RGB colour). Outline colours chosen to stand out from the heat map.
 SEGMENT_STYLE = {1: ("liver", (0.87, 0.51, 0.40)), 2: ("tumour", (0.25, 0.85, 0.35))}

@@ -8,8 +8,8 @@ import numpy as np
 import slicer
 import vtk
 
-from ..errors import ReactKDError
-from .colors import edge_color_table
+from reactkd.errors import ReactKDError
+from reactkd.scene.colors import edge_color_table
 
 #: Colour of the graph's control points (cyan: distinct from the heat map and the segment outlines).
 POINT_COLOR = (0.2, 0.85, 1.0)

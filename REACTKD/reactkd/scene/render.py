@@ -20,9 +20,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ..atomic import atomic_path
-from ..errors import ReactKDError
-from .headless import SLICE_VIEWS, SceneContext
+from reactkd.atomic import atomic_path
+from reactkd.errors import ReactKDError
+from reactkd.scene.headless import SLICE_VIEWS, SceneContext
 
 #: Slice displayable managers registered for rendering (what a Slicer slice view shows besides volumes).
 SLICE_DISPLAYABLE_MANAGERS = ("vtkMRMLModelSliceDisplayableManager", "vtkMRMLSegmentationsDisplayableManager2D",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .headless import create_headless_scene
-from .mrb import save_mrb
-from .overlays import (
+from reactkd.scene.headless import create_headless_scene
+from reactkd.scene.mrb import save_mrb
+from reactkd.scene.overlays import (
     add_results_table,
     add_segmentation,
     apply_ct_window,
@@ -19,9 +19,9 @@ from .overlays import (
     largest_tumour_centroid_ras,
     show_attention,
 )
-from .region_graph import add_region_graph
-from .render import render_slice_png
-from .volumes import add_volume
+from reactkd.scene.region_graph import add_region_graph
+from reactkd.scene.render import render_slice_png
+from reactkd.scene.volumes import add_volume
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import slicer
 
-from ..errors import ReactKDError
-from ..io import read_image
-from ..packaging import sha256_of
-from .overlays import apply_ct_window
-from .volumes import add_volume
+from reactkd.errors import ReactKDError
+from reactkd.images.readers import read_image
+from reactkd.package.model_package import sha256_of
+from reactkd.scene.overlays import apply_ct_window
+from reactkd.scene.volumes import add_volume
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 MANIFEST_FILE = "manifest.json"

@@ -8,8 +8,8 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ..errors import GeometryError
-from ..io import Geometry
+from reactkd.errors import GeometryError
+from reactkd.images.geometry import Geometry
 
 #: RAS = LPS_TO_RAS @ LPS (homogeneous); the matrix is its own inverse.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_path, write_text_atomic
-from ..errors import ConfigError
+from reactkd.atomic import atomic_path, write_text_atomic
+from reactkd.errors import ConfigError
 
 STATE_FILE = "state.safetensors"
 INFO_FILE = "state.json"

@@ -49,9 +49,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import HEADS
-from ..errors import ConfigError, ReactKDError
-from ..preprocessing import PreprocessConfig
+from reactkd.errors import ConfigError, ReactKDError
+from reactkd.preprocessing import PreprocessConfig
+from reactkd.vocabulary import HEADS
 
 
 @dataclass

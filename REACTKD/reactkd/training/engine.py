@@ -21,16 +21,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import CLASS_NAMES, __version__
-from ..atomic import atomic_path
-from ..errors import ConfigError
-from ..packaging import save_package
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_to_dict
-from .data import TENSOR_FIELDS, CohortTensors
-from .distributed import DistContext
-from .progress import Progress
-from .stages import Stage
+from reactkd import __version__
+from reactkd.atomic import atomic_path
+from reactkd.cohort.cache import TENSOR_FIELDS, CohortTensors
+from reactkd.errors import ConfigError
+from reactkd.package.model_package import save_package
+from reactkd.progress import Progress
+from reactkd.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from reactkd.training.config import TrainConfig, config_to_dict
+from reactkd.training.distributed import DistContext
+from reactkd.training.stages import Stage
+from reactkd.vocabulary import CLASS_NAMES
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_FILE = "best.safetensors"

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .data import CohortTensors
-from .engine import Trainer
-from .progress import Progress
-from .stages import make_stage
+from reactkd.cohort.cache import CohortTensors
+from reactkd.progress import Progress
+from reactkd.training.config import TrainConfig
+from reactkd.training.engine import Trainer
+from reactkd.training.stages import make_stage
 
 
 @dataclass

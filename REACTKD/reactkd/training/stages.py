@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from ..graph import node_features, soft_region_masks
-from ..ldct import degrade_batch
-from ..losses import classification_loss, kd_loss, rgd_loss, total_loss
-from ..models import apply_modality_dropout, build_model
-from .config import TrainConfig
-from .data import CohortTensors
-from .teacher_cache import TeacherTargets
+from reactkd.cohort.cache import CohortTensors
+from reactkd.graph import node_features, soft_region_masks
+from reactkd.ldct.simulator import degrade_batch
+from reactkd.losses import classification_loss, kd_loss, rgd_loss, total_loss
+from reactkd.models import apply_modality_dropout, build_model
+from reactkd.training.config import TrainConfig
+from reactkd.training.teacher_cache import TeacherTargets
 
 CT_ONLY = torch.tensor([True, False, False])
 

@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path
-from ..graph import node_features, soft_region_masks
-from .data import CohortTensors
+from reactkd.atomic import atomic_path
+from reactkd.cohort.cache import CohortTensors
+from reactkd.graph import node_features, soft_region_masks
 
 FORMAT_VERSION = "teacher-cache-v1"
 BATCH = 4

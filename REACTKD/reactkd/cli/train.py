@@ -8,18 +8,18 @@ from pathlib import Path
 
 import torch
 
-from ..devices import resolve_device
-from ..errors import ConfigError, ModelPackageError
-from ..manifest import read_manifest
-from ..packaging import load_package
-from .config import load_config
-from .data import TENSOR_FIELDS, cohort_cache_dir, load_cohort
-from .distributed import DistContext
-from .engine import Trainer
-from .folds import PackageSplit, inner_split, split_fold
-from .progress import Progress
-from .stages import make_stage
-from .teacher_cache import load_or_build
+from reactkd.cohort.cache import TENSOR_FIELDS, cohort_cache_dir, load_cohort
+from reactkd.cohort.folds import PackageSplit, inner_split, split_fold
+from reactkd.cohort.manifest import read_manifest
+from reactkd.devices import resolve_device
+from reactkd.errors import ConfigError, ModelPackageError
+from reactkd.package.model_package import load_package
+from reactkd.progress import Progress
+from reactkd.training.config import load_config
+from reactkd.training.distributed import DistContext
+from reactkd.training.engine import Trainer
+from reactkd.training.stages import make_stage
+from reactkd.training.teacher_cache import load_or_build
 
 TEACHER_STAGES = {"teacher_sf": "teacher-sf", "teacher_dose": "teacher-dose"}
 
@@ -49,7 +49,7 @@ def load_teacher(path: Path | None, expected_stage: str, device: torch.device, p
 
 
 def run_train(args: argparse.Namespace) -> Path:
-    from ..output_paths import check_output
+    from reactkd.output_paths import check_output
 
     check_output(args.out, folder=True, inputs=[args.manifest, args.config, args.teacher_sf, args.teacher_dose],
                  names=("model.safetensors", "metadata.json"))

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import CLASS_NAMES
-from .errors import ManifestError
+from reactkd.errors import ManifestError
+from reactkd.vocabulary import CLASS_NAMES
 
 COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
 IMAGE_COLUMNS = ("ct", "pet_fdg", "pet_act", "mask")
@@ -130,7 +130,7 @@ def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]]) -> Path:
     """Write manifest rows (values already relative to the manifest's folder) atomically."""
     import io
 
-    from .atomic import write_text_atomic
+    from reactkd.atomic import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import Geometry
+from reactkd.images.geometry import Geometry
 
 QUANTUM_MM = 1.0 / 64.0
 FLIPS = (np.diag([1.0, 1.0, 1.0]), np.diag([-1.0, -1.0, 1.0]), np.diag([1.0, 1.0, -1.0]))

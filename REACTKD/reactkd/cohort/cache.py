@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
-from ..errors import ReactKDError
-from ..graph import build_regions, head_region_labels
-from ..io import read_image
-from ..manifest import CaseRecord
-from ..preprocessing import PreprocessConfig, preprocess_case
-from .config import GraphConfig
+from reactkd.atomic import atomic_path
+from reactkd.cohort.manifest import CaseRecord
+from reactkd.errors import ReactKDError
+from reactkd.graph import build_regions, head_region_labels
+from reactkd.images.readers import read_image
+from reactkd.preprocessing import PreprocessConfig, preprocess_case
+from reactkd.training.config import GraphConfig
 
 TENSOR_FIELDS = ("images", "available", "ct_hu", "node_index", "region_labels", "n_nodes", "labels", "spacing")
 

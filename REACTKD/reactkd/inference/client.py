@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import remove_orphan_folders
-from ..child_process import child_env, new_group_options, slicer_python_executable, stop_process_group
-from ..errors import ReactKDError
+from reactkd.atomic import remove_orphan_folders
+from reactkd.errors import ReactKDError
+from reactkd.processes import child_env, new_group_options, slicer_python_executable, stop_process_group
 
 START_TIMEOUT_S = 120.0
 #: Private folders of inference sessions: reactkd-inference-<pid of the Slicer process>-<random>.
@@ -186,8 +186,8 @@ class InferenceProcess:
         request._finish(result=result, error=error)
 
     def _classify(self, request: InferenceRequest, folder: Path, inputs: dict[str, Any], model_dir, device: str):
-        from ..io import write_image
-        from .outputs import read_outputs
+        from reactkd.images.writers import write_image
+        from reactkd.inference.outputs import read_outputs
 
         request.stage = "writing inputs"
         paths = {name: str(write_image(image, folder / f"{name}.nrrd", compress=False))

@@ -1,4 +1,5 @@
-"""Image I/O with SimpleITK: NIfTI, NRRD, MetaImage and DICOM series folders, with geometry kept exactly.
+"""Image readers with SimpleITK: NIfTI, NRRD, MetaImage and DICOM series folders, each checked before its
+voxels are allocated (size, spacing, data length, finite values).
 
 Arrays follow SimpleITK's numpy convention: shape (z, y, x). Physical space is ITK's LPS (millimetres).
 """
@@ -7,62 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomic_path
-from .errors import GeometryError, ImageReadError, ImageWriteError
+from reactkd.errors import GeometryError, ImageReadError
 
 #: Refuse images with more voxels than this before allocating them (a 1024^2 x 2000 CT is ~2.1e9).
 MAX_VOXELS = 2_200_000_000
 #: Plausible voxel spacing range in mm.
 MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 100.0
-
-WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-DETACHED_SUFFIXES = (".nhdr", ".mhd")  # header and voxels in two files; the header names the data file
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Voxel grid of a 3D image: size (x, y, z), spacing (mm), origin (mm, LPS) and 3x3 direction."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-
-    @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                   tuple(image.GetDirection()))
-
-    def apply_to(self, image: sitk.Image) -> sitk.Image:
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
-    def index_to_physical(self) -> np.ndarray:
-        """4x4 matrix mapping homogeneous continuous index (x, y, z, 1) to LPS millimetres."""
-        matrix = np.eye(4)
-        matrix[:3, :3] = np.asarray(self.direction).reshape(3, 3) @ np.diag(self.spacing)
-        matrix[:3, 3] = self.origin
-        return matrix
-
-    def index_to_ras(self) -> np.ndarray:
-        """4x4 IJK-to-RAS matrix as Slicer uses it (RAS = diag(-1, -1, 1) LPS)."""
-        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.index_to_physical()
-
-    def same_as(self, other: Geometry, tol: float = 1e-4) -> bool:
-        return (self.size == other.size
-                and np.allclose(self.spacing, other.spacing, atol=tol)
-                and np.allclose(self.origin, other.origin, atol=tol)
-                and np.allclose(self.direction, other.direction, atol=tol))
 
 
 def _check_header(path: str, reader: sitk.ImageFileReader) -> None:
@@ -126,14 +81,14 @@ def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = 
         try:
             reader.ReadImageInformation()
         except RuntimeError as exc:
-            raise ImageReadError(f"{name}: not a readable image ({_first_line(exc)})") from None
+            raise ImageReadError(f"{name}: not a readable image ({first_error_line(exc)})") from None
         _check_header(name, reader)
         _check_nifti_data_length(path, reader, name)
         _check_inline_data_size(path, reader, name)
         try:
             image = reader.Execute()
         except (RuntimeError, MemoryError) as exc:
-            raise ImageReadError(f"{name}: image data could not be read ({_first_line(exc)})") from None
+            raise ImageReadError(f"{name}: image data could not be read ({first_error_line(exc)})") from None
     image = validate_image(image, name)
     if labels and image.GetPixelID() in _INTEGER_PIXEL_IDS:
         return image
@@ -230,7 +185,7 @@ def _read_dicom_folder(path: str, name: str) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise ImageReadError(f"{name}: DICOM series could not be read ({_first_line(exc)})") from None
+        raise ImageReadError(f"{name}: DICOM series could not be read ({first_error_line(exc)})") from None
 
 
 def _check_slice_spacing(files: tuple[str, ...], name: str) -> None:
@@ -263,138 +218,6 @@ def _check_slice_spacing(files: tuple[str, ...], name: str) -> None:
                                  f"steps {typical:.3g} mm)")
 
 
-def _first_line(exc: Exception) -> str:
+def first_error_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1][:200] if lines else type(exc).__name__
-
-
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, level: int = -1) -> Path:
-    """Write an image atomically; the format follows the suffix (.nii.gz, .nrrd, .mha, ...). `level` is the zlib
-    compression level (-1: ITK's default; 1 is about as fast as no compression on mostly-zero maps)."""
-    path = Path(path)
-    if not str(path).lower().endswith(WRITABLE_SUFFIXES):
-        raise ImageReadError(f"{path}: unsupported output format (use one of {', '.join(WRITABLE_SUFFIXES)})")
-    if str(path).lower().endswith(DETACHED_SUFFIXES):
-        return _write_detached(image, path, compress, level)
-    with atomic_path(path) as tmp:
-        _write_checked(image, tmp, path, compress, level)
-    return path
-
-
-def _write_checked(image: sitk.Image, target: Path, shown: Path, compress: bool, level: int) -> None:
-    try:
-        sitk.WriteImage(image, str(target), useCompression=compress, compressionLevel=level)
-    except RuntimeError as exc:
-        raise ImageWriteError(f"{shown}: could not be written ({_first_line(exc)})") from None
-    verify_written_image(target, image, shown=shown)
-
-
-def _write_detached(image: sitk.Image, path: Path, compress: bool, level: int) -> Path:
-    """A detached-header image is written under its final names in a private folder beside `path` (so the
-    header names the final data file), checked there, then moved out: data file first, header last. A
-    failure leaves the previous files; a rewrite replaces the data file instead of leaving the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name.split('.')[0]}-", dir=path.parent))
-    try:
-        staged = staging / path.name
-        _write_checked(image, staged, path, compress, level)
-        for data_file in staging.iterdir():
-            if data_file != staged:
-                os.replace(data_file, path.parent / data_file.name)
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
-
-
-_NIFTI_HEADERS = (352, 544)  # NIfTI-1 and NIfTI-2 header + extension flag: where the voxels start
-
-
-def verify_written_image(path: Path, image: sitk.Image, shown: str | os.PathLike | None = None) -> None:
-    """Check that `path` holds all of `image`'s voxels before it is renamed into place: ITK's writers do not
-    report a full disk, they leave a truncated file. Cheap: file sizes, the gzip trailer's length field, the
-    MetaImage header's data size; a full read-back only for the detached-header formats."""
-    data = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
-    size = path.stat().st_size
-    name = str(path).lower()
-    if name.endswith(".nii.gz") or name.endswith(".nrrd"):
-        header = b""
-        if name.endswith(".nrrd"):
-            with open(path, "rb") as handle:
-                head = handle.read(65536)
-            end = head.find(b"\n\n")
-            header = head[:end + 2] if end >= 0 else b""
-        gzipped = name.endswith(".gz") or b"encoding: gzip" in header
-        if gzipped:
-            with open(path, "rb") as handle:
-                handle.seek(max(size - 4, 0))
-                stored = int.from_bytes(handle.read(4), "little")  # ISIZE: uncompressed length mod 2**32
-            wanted = [(h + data) % 2**32 for h in _NIFTI_HEADERS] if name.endswith(".gz") else [data % 2**32]
-            complete = size > 18 and stored in wanted
-        else:
-            complete = bool(header) and size == len(header) + data
-    elif name.endswith(".nii"):
-        complete = size in [h + data for h in _NIFTI_HEADERS]
-    elif name.endswith(".mha"):
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
-        end = head.find(b"ElementDataFile = LOCAL\n")
-        fields = dict(line.split(" = ", 1) for line in head[:max(end, 0)].decode("latin-1").splitlines() if " = " in line)
-        payload = int(fields.get("CompressedDataSize", data)) if fields.get("CompressedData") == "True" else data
-        complete = end >= 0 and size == end + len("ElementDataFile = LOCAL\n") + payload
-    else:
-        try:
-            back = sitk.ReadImage(str(path))
-            complete = back.GetSize() == image.GetSize() and np.array_equal(
-                sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
-        except RuntimeError:
-            complete = False
-    if not complete:
-        raise ImageWriteError(f"{shown or path}: the file was not written completely (is the disk full?); nothing "
-                              "was kept")
-
-
-def to_numpy(image: sitk.Image) -> tuple[np.ndarray, Geometry]:
-    """Copy an image to a (z, y, x) array plus its geometry."""
-    return sitk.GetArrayFromImage(image), Geometry.of(image)
-
-
-def from_numpy(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    """Build an image from a (z, y, x) array on the given geometry."""
-    expected = tuple(reversed(geometry.size))
-    if array.shape != expected:
-        raise GeometryError(f"array shape {array.shape} does not match geometry size {geometry.size} (z, y, x = {expected})")
-    return geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
-
-
-def write_dicom_series(image: sitk.Image, folder: str | os.PathLike, series_uid: str | None = None) -> Path:
-    """Write a CT-like image as a DICOM series (one file per slice), mainly for tests and sample data."""
-    import time
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    image16 = sitk.Cast(sitk.Round(image), sitk.sitkInt16)
-    direction = image.GetDirection()
-    uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1000)}"
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image16.GetDepth()):
-        slice_k = image16[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0020|000e": uid,
-            "0020|000d": uid + ".1",
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6],
-                                                         direction[1], direction[4], direction[7])),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0013": str(k + 1),
-            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
-            "0028|1052": "0",
-            "0028|1053": "1",
-        }
-        for tag, value in tags.items():
-            slice_k.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
-        writer.Execute(slice_k)
-    return folder

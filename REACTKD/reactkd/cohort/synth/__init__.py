@@ -5,8 +5,8 @@ margin) and PET (FDG uptake rises, acetate uptake falls with grade); the recorde
 it. See docs/synthetic-cohort.md.
 """
 
-from .case import SyntheticCase, TumourTruth, generate_case
-from .cohort import MANIFEST_COLUMNS, write_cohort
-from .grids import SIZES
+from reactkd.cohort.synth.case import SyntheticCase, TumourTruth, generate_case
+from reactkd.cohort.synth.cohort import MANIFEST_COLUMNS, write_cohort
+from reactkd.cohort.synth.grids import SIZES
 
 __all__ = ["MANIFEST_COLUMNS", "SIZES", "SyntheticCase", "TumourTruth", "generate_case", "write_cohort"]

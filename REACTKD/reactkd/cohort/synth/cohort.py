@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import write_text_atomic
-from ..errors import ConfigError
-from ..io import write_image
-from .case import generate_case
-from .grids import SIZES
+from reactkd.atomic import write_text_atomic
+from reactkd.cohort.synth.case import generate_case
+from reactkd.cohort.synth.grids import SIZES
+from reactkd.errors import ConfigError
+from reactkd.images.writers import write_image
 
 MANIFEST_COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
 MAX_CASES = 100_000

@@ -41,9 +41,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .errors import ConfigError, GeometryError, ReactKDError
-from .io import from_numpy, to_numpy
-from .ldct_projector import MIN_ANGLES, WINDOWS, get_projector, pack_pairs
+from reactkd.errors import ConfigError, GeometryError, ReactKDError
+from reactkd.images.geometry import from_numpy, to_numpy
+from reactkd.ldct.projector import MIN_ANGLES, WINDOWS, get_projector, pack_pairs
 
 #: Linear attenuation of water at 70 keV, 1/mm: NIST XCOM mass attenuation 0.2059 cm^2/g (60 keV) and
 #: 0.1837 cm^2/g (80 keV), log-log interpolated to 0.1937 cm^2/g, times 1 g/cm^3.

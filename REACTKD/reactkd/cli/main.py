@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ReactKDError
+from reactkd.errors import ReactKDError
 
 DEVICES = ("auto", "cpu", "cuda")
 #: OS errors that are about the user's disk or paths, not a bug: reported as one `error:` line.
@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from .output_paths import check_output
-    from .synth import write_cohort
+    from reactkd.cohort.synth import write_cohort
+    from reactkd.output_paths import check_output
 
     check_output(args.out, folder=True)
     manifest = write_cohort(args.out, args.cases, size=args.size, seed=args.seed)
@@ -130,7 +130,7 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 
 def _run_seal(args: argparse.Namespace) -> None:
-    from .packaging import seal_package
+    from reactkd.package.model_package import seal_package
 
     metadata = seal_package(args.model)
     print(f"sealed {args.model} (metadata_sha256 {metadata['metadata_sha256'][:12]}...; classes "
@@ -138,10 +138,11 @@ def _run_seal(args: argparse.Namespace) -> None:
 
 
 def _run_ldct(args: argparse.Namespace) -> None:
-    from .devices import resolve_device
-    from .io import read_image, write_image
-    from .ldct import simulate_low_dose_image
-    from .output_paths import check_output
+    from reactkd.devices import resolve_device
+    from reactkd.images.readers import read_image
+    from reactkd.images.writers import write_image
+    from reactkd.ldct.simulator import simulate_low_dose_image
+    from reactkd.output_paths import check_output
 
     if not 0 < args.dose <= 1:
         raise ReactKDError(f"--dose must be a fraction in (0, 1], got {args.dose}")
@@ -162,31 +163,31 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from .inference.server import serve
+        from reactkd.inference.server import serve
         return serve()
     handlers = {"synth": _run_synth, "simulate-ldct": _run_ldct, "seal": _run_seal}
     try:
         if args.command in handlers:
             handlers[args.command](args)
         elif args.command == "train":
-            from .training.cli import run_train
+            from reactkd.cli.train import run_train
             run_train(args)
         elif args.command == "evaluate":
-            from .evaluation.cli import run_evaluate
+            from reactkd.cli.evaluate import run_evaluate
             run_evaluate(args)
         elif args.command == "classify" and args.manifest is not None:
             if args.mask or args.liver or args.tumor or args.pet_fdg or args.pet_act:
                 raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --liver, "
                                    "--tumor, --pet-fdg and --pet-act")
-            from .inference.batch import run_classify_batch
+            from reactkd.inference.batch import run_classify_batch
             return run_classify_batch(args)
         elif args.command == "classify":
             if args.mask is None and args.liver is None:
                 raise ReactKDError("classify needs --mask (or --liver with --tumor) with --ct")
-            from .inference.cli import run_classify
+            from reactkd.cli.classify import run_classify
             run_classify(args)
         elif args.command == "demo":
-            from .inference.demo import run_demo
+            from reactkd.cli.demo import run_demo
             run_demo(args)
     except ReactKDError as exc:
         message = " | ".join(line for line in str(exc).splitlines() if line.strip())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .case import SyntheticCase
+from reactkd.cohort.synth.case import SyntheticCase
 
 CT_FEATURES = ("hu_minus_liver", "hu_std", "p10_minus_liver", "p90_minus_liver", "log_volume_ml",
                "low_attenuation_fraction", "surface_to_volume", "local_texture_hu")

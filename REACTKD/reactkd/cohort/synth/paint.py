@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import N_TISSUES, Anatomy, Tissue, Tumour, liver_level
+from reactkd.cohort.synth.anatomy import N_TISSUES, Anatomy, Tissue, Tumour, liver_level
 
 DISC_MM = 6.0
 CORTEX_MM = 2.5

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..devices import resolve_device
-from ..errors import ConfigError
-from ..manifest import read_manifest
-from ..packaging import load_package
-from ..preprocessing import PreprocessConfig
-from ..training.config import GraphConfig
-from ..training.data import CohortTensors, cohort_cache_dir, load_cohort, read_record
-from ..training.progress import Progress
-from .report import write_evaluation_report
+from reactkd.cohort.cache import CohortTensors, cohort_cache_dir, load_cohort, read_record
+from reactkd.cohort.manifest import read_manifest
+from reactkd.devices import resolve_device
+from reactkd.errors import ConfigError
+from reactkd.evaluation.report import write_evaluation_report
+from reactkd.package.model_package import load_package
+from reactkd.preprocessing import PreprocessConfig
+from reactkd.progress import Progress
+from reactkd.training.config import GraphConfig
 
 SUBSETS = {"ct": (True, False, False), "ct+fdg": (True, True, False), "ct+act": (True, False, True),
            "all": (True, True, True)}
@@ -65,8 +65,8 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
     The simulator runs on the native grid: its noise depends on the pixel size, and after resampling to a
     coarse model grid most of it would already be averaged away.
     """
-    from ..ldct import simulate_low_dose_image
-    from ..preprocessing import preprocess_case
+    from reactkd.ldct.simulator import simulate_low_dose_image
+    from reactkd.preprocessing import preprocess_case
 
     images = []
     for index, record in enumerate(records):
@@ -82,7 +82,7 @@ def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    from ..output_paths import check_output
+    from reactkd.output_paths import check_output
 
     check_output(args.out, folder=True, inputs=[args.manifest, args.model], names=("metrics.json",))
     subsets = parse_subsets(args.modalities)
@@ -93,7 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     records = read_manifest(args.manifest)
     fold = getattr(args, "fold", None)
     if fold is not None:
-        from ..training.folds import PackageSplit
+        from reactkd.cohort.folds import PackageSplit
 
         split = PackageSplit.of(meta)
         if split is None:

@@ -19,21 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import MODALITIES
-from .atomic import write_text_atomic
-from .errors import ModelPackageError
+from reactkd.atomic import write_text_atomic
+from reactkd.errors import ModelPackageError
+from reactkd.package.model_package import verify_package
+from reactkd.vocabulary import DATA_DIR, METADATA_FILE, MODALITIES, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "metadata.json"
-SOURCES = ("shipped", "registered", "imported")
 CATALOG_SCHEMA_VERSION = 1
 
-#: The REACTKD module folder: Slicer installs ``reactkd/`` beside ``REACTKD.py`` and ``Resources/``.
-MODULE_DIR = Path(__file__).resolve().parent.parent
-SHIPPED_FILE = MODULE_DIR / "Resources" / "Models.json"
-SCHEMA_FILE = MODULE_DIR / "Resources" / "Models.schema.json"
-#: Where shipped packages live inside the core package (used when Models.json is absent: pip installs).
-PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+SHIPPED_FILE = DATA_DIR / "Models.json"
+SCHEMA_FILE = DATA_DIR / "Models.schema.json"
+#: Where shipped packages live inside the core package (used when a default Models.json is absent).
+PACKAGED_MODELS_DIR = DATA_DIR / "models"
 
 
 @dataclass(frozen=True)
@@ -66,38 +62,12 @@ def default_user_file() -> Path:
 
 
 def read_package_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """Check that `model_dir` looks like a model package and return its metadata.json as a dict.
-
-    The full check (weights checksum, no pickles) belongs to ``reactkd.packaging.verify_package``; it is
-    called here when that module exists, so the catalogue never duplicates it.
-    """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ModelPackageError(f"model package folder not found: {model_dir}")
-    missing = [name for name in (WEIGHTS_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
-    if missing:
-        raise ModelPackageError(f"{model_dir} is not a REACT-KD model package: missing {', '.join(missing)}")
-    verify = _package_verifier()
-    if verify is not None:
-        verify(model_dir)
-    try:
-        metadata = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelPackageError(f"cannot read {model_dir / METADATA_FILE}: {exc}") from exc
-    if not isinstance(metadata, dict) or not str(metadata.get("name") or "").strip():
-        raise ModelPackageError(f"{model_dir / METADATA_FILE} has no model name")
+    """Verify the package in `model_dir` (files, checksums, no pickles: :func:`verify_package`) and return its
+    metadata; a package without a model name is refused too."""
+    metadata = verify_package(model_dir)
+    if not str(metadata.get("name") or "").strip():
+        raise ModelPackageError(f"{Path(model_dir) / METADATA_FILE} has no model name")
     return metadata
-
-
-def _package_verifier():
-    # Imported lazily: packaging may import torch/safetensors, which the GUI must not load at start-up.
-    try:
-        from . import packaging
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.packaging":
-            raise
-        return None
-    return getattr(packaging, "verify_package", None)
 
 
 def _entry_from_metadata(model_dir: Path, metadata: dict[str, Any], source: str, name: str | None = None,
@@ -119,8 +89,8 @@ class ModelCatalog:
 
     Args:
         user_file: JSON file of user registrations (default: :func:`default_user_file`).
-        shipped_file: list of shipped models; its relative paths are relative to the module folder, i.e.
-            the parent of the folder holding the file (``REACTKD/Resources/Models.json`` -> ``REACTKD/``).
+        shipped_file: list of shipped models; its relative paths are relative to the folder holding the
+            file (``reactkd/data/Models.json`` -> ``reactkd/data/``).
             By default the extension's own list, or (pip install, no list) the packages found under
             ``reactkd/data/models``.
     """
@@ -145,7 +115,7 @@ class ModelCatalog:
         if not self.shipped_file.is_file():
             return self._discover_packaged() if self._shipped_is_default else []
         document = _load_document(self.shipped_file)
-        root = self.shipped_file.resolve().parent.parent
+        root = self.shipped_file.resolve().parent
         entries = []
         for item in document["models"]:
             path = Path(item["path"])

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..errors import ConfigError
-from ..manifest import CaseRecord
+from reactkd.cohort.manifest import CaseRecord
+from reactkd.errors import ConfigError
 
 
 def split_fold(records: list[CaseRecord], fold: int, folds: int, seed: int = 0) -> tuple[list[int], list[int]]:

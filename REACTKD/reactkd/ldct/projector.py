@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import torch
 
-from .errors import ConfigError, GeometryError
+from reactkd.errors import ConfigError, GeometryError
 
 OVERSAMPLING = 1.5
 KERNEL_WIDTH = 4

@@ -8,11 +8,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..errors import ConfigError
-from ..io import from_numpy
-from .anatomy import N_TISSUES, Anatomy, Tissue, sample_anatomy, true_grade
-from .grids import SIZES, Grid, sample_grids, sample_placement, supersampled
-from .paint import TumourPart, bounding_box, paint_tissues
+from reactkd.cohort.synth.anatomy import N_TISSUES, Anatomy, Tissue, sample_anatomy, true_grade
+from reactkd.cohort.synth.grids import SIZES, Grid, sample_grids, sample_placement, supersampled
+from reactkd.cohort.synth.paint import TumourPart, bounding_box, paint_tissues
+from reactkd.errors import ConfigError
+from reactkd.images.geometry import from_numpy
 
 T = Tissue
 # (mean, sd) per tissue; drawn once per scan (contrast timing, calibration and physiology vary).

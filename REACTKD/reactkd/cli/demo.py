@@ -6,17 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
-from ..io import write_image
-from .classifier import Classifier
-from .cli import summary_text
-from .outputs import write_outputs
+from reactkd.cli.classify import summary_text
+from reactkd.images.writers import write_image
+from reactkd.inference.classifier import Classifier
+from reactkd.inference.outputs import write_outputs
 
 DEMO_SEED, DEMO_GRADE = 2025, 2
 
 
 def run_demo(args: argparse.Namespace) -> Path:
-    from ..output_paths import check_output
-    from ..synth import generate_case
+    from reactkd.cohort.synth import generate_case
+    from reactkd.output_paths import check_output
 
     out = Path(args.out)
     check_output(out, folder=True)
@@ -41,7 +41,7 @@ def truth_text(case, result) -> str:
     """What the synthetic case really is, beside what the model said, and where the model looked."""
     import SimpleITK as sitk
 
-    from ..evaluation import attention_share
+    from reactkd.evaluation import attention_share
 
     names = list(result.probabilities)
     recorded, true = names[case.label], names[case.true_label]

@@ -17,11 +17,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_path, write_text_atomic
-from .errors import ConfigError, ModelPackageError, ReactKDError
+from reactkd.atomic import atomic_path, write_text_atomic
+from reactkd.errors import ConfigError, ModelPackageError, ReactKDError
+from reactkd.vocabulary import METADATA_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "metadata.json"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 REQUIRED_KEYS = ("name", "version", "architecture", "architecture_args", "class_names", "input_modalities",
                  "preprocessing", "sha256")
@@ -158,9 +157,9 @@ def metadata_problems(metadata: dict) -> list[str]:
     """What is wrong with the metadata's values (types and bounds), one message per problem; [] when fine.
     Architecture sizes are bounded when the network is built (`build_model`), preprocessing by
     `PreprocessConfig`."""
-    from . import MODALITIES
-    from .preprocessing import PreprocessConfig
-    from .training.config import GraphConfig
+    from reactkd.preprocessing import PreprocessConfig
+    from reactkd.training.config import GraphConfig
+    from reactkd.vocabulary import MODALITIES
 
     problems = []
     for key in ("name", "version", "architecture"):
@@ -195,7 +194,7 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models import build_model
+    from reactkd.models import build_model
 
     metadata = verify_package(model_dir)
     problems = metadata_problems(metadata)

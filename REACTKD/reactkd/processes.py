@@ -2,7 +2,7 @@
 their JSON-lines progress, stop them with their whole tree. Qt-free and Slicer-free (tested with plain Python).
 
 Used by the REACTKDTraining runner (train, evaluate, batch classify) and by the REACTKD module's persistent
-inference process (`reactkd.inference.process`).
+inference process (`reactkd.inference.client`).
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ import argparse
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import GeometryError, MaskError, ReactKDError
-from ..io import Geometry, read_image
-from ..output_paths import check_output
-from .classifier import Classifier
-from .outputs import OUTPUT_FILES, write_outputs
+from reactkd.errors import GeometryError, MaskError, ReactKDError
+from reactkd.images.geometry import Geometry
+from reactkd.images.readers import read_image
+from reactkd.inference.classifier import Classifier
+from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
+from reactkd.output_paths import check_output
 
 
 def label_map_from_masks(liver: sitk.Image, tumour: sitk.Image) -> sitk.Image:

@@ -1,0 +1,1 @@
+"""Command line: the parser and its dispatch table (main.py), one file per command."""

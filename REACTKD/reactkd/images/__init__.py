@@ -1,0 +1,1 @@
+"""Images: geometry, checked readers and verified writers (SimpleITK)."""

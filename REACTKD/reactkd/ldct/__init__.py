@@ -1,0 +1,1 @@
+"""Low-dose CT simulation: a parallel-beam projector with filtered back-projection and Poisson noise."""
