@@ -79,7 +79,8 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
         call its ``dispatch()`` to deliver events, ``cancel()`` to stop; a rerun resumes."""
         from pathlib import Path
 
-        from reactkd.inference.batch import manifest_from_folder, start_batch
+        from reactkd.cohort.manifest import manifest_from_folder
+        from reactkd.inference.batch_client import start_batch
 
         manifest = Path(source)
         if manifest.is_dir():

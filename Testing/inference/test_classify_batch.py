@@ -117,7 +117,8 @@ def test_a_folder_of_cases_is_graded_by_a_child_process(cohort, student, tmp_pat
     import shutil
     import sys
 
-    from reactkd.inference.batch import manifest_from_folder, start_batch
+    from reactkd.cohort.manifest import manifest_from_folder
+    from reactkd.inference.batch_client import start_batch
 
     cases = tmp_path / "cases"
     for index, suffix in ((0, ".nii.gz"), (1, ".nii.gz")):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from reactkd.images import writers as reactkd_io
 from reactkd.errors import ImageWriteError
+from reactkd.images import writers as reactkd_io
 from reactkd.images.writers import write_image
 
 FORMATS = [(".nii.gz", True), (".nii", False), (".nrrd", True), (".nrrd", False), (".mha", True), (".mha", False),

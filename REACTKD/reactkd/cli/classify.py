@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import SimpleITK as sitk
 
 from reactkd.errors import GeometryError, MaskError, ReactKDError
 from reactkd.images.geometry import Geometry
+from reactkd.images.masks import label_codes
 from reactkd.images.readers import read_image
 from reactkd.inference.classifier import Classifier
 from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
@@ -23,7 +23,7 @@ def label_map_from_masks(liver: sitk.Image, tumour: sitk.Image) -> sitk.Image:
     tumour_arr = sitk.GetArrayViewFromImage(tumour) > 0.5
     if not tumour_arr.any():
         raise MaskError("--tumor mask is empty")
-    labels = np.where(tumour_arr, 2, np.where(liver_arr, 1, 0)).astype(np.uint8)
+    labels = label_codes(liver_arr, tumour_arr)
     image = sitk.GetImageFromArray(labels)
     image.CopyInformation(liver)
     return image

@@ -7,11 +7,13 @@ collects every problem and reports them together, one line each.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from reactkd.errors import ManifestError
+from reactkd.atomic import write_text_atomic
+from reactkd.errors import ManifestError, ReactKDError
 from reactkd.vocabulary import CLASS_NAMES
 
 COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
@@ -130,7 +132,6 @@ def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]]) -> Path:
     """Write manifest rows (values already relative to the manifest's folder) atomically."""
     import io
 
-    from reactkd.atomic import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -139,3 +140,32 @@ def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]]) -> Path:
         writer.writerow({c: row.get(c, "") or "" for c in COLUMNS})
     write_text_atomic(path, buffer.getvalue())
     return Path(path)
+
+
+#: Image files a case folder may hold, by manifest column (the layout `reactkd synth` writes).
+FOLDER_IMAGES = {"ct": "ct", "mask": "mask", "pet_fdg": "pet_fdg", "pet_act": "pet_act"}
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def manifest_from_folder(folder: str | Path, manifest: str | Path) -> Path:
+    """Write a grading manifest for every sub-folder of `folder` holding ct.* and mask.* (pet_fdg.*, pet_act.*
+    optional; NIfTI, NRRD or MetaImage); the sub-folder's name is the case_id. Raises when none qualifies."""
+    folder, manifest = Path(folder), Path(manifest)
+    if not folder.is_dir():
+        raise ReactKDError(f"{folder}: not a folder")
+    rows = []
+    for case in sorted(p for p in folder.iterdir() if p.is_dir()):
+        found = {column: next((case / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES
+                               if (case / f"{stem}{suffix}").is_file()), None) for column, stem in FOLDER_IMAGES.items()}
+        if found["ct"] and found["mask"]:
+            rows.append([case.name, *[str(found[c].resolve()) if found[c] else "" for c in FOLDER_IMAGES]])
+    if not rows:
+        raise ReactKDError(f"{folder}: no case folders with a ct and a mask image (e.g. case_01/ct.nii.gz, "
+                           "case_01/mask.nii.gz)")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case_id", *FOLDER_IMAGES])
+    writer.writerows(rows)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(manifest, buffer.getvalue())
+    return manifest
