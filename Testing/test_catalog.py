@@ -2,63 +2,71 @@
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import json
+import struct
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-import reactkd
 from reactkd.errors import ModelPackageError
 from reactkd.package import catalog as catalog_module
+from reactkd.package import model_package
 from reactkd.package.catalog import (
     ModelCatalog,
     default_user_file,
     schema_problems,
     validate_catalog_document,
 )
+from reactkd.vocabulary import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-SHA = "ab" * 32
+
+
+#: The smallest valid safetensors file: an 8-byte header length, then an empty JSON header.
+WEIGHTS = struct.pack("<Q", 2) + b"{}"
+SHA = hashlib.sha256(WEIGHTS).hexdigest()
 
 
 def make_package(folder: Path, name: str = "student", version: str = "1.2", modalities=("ct",),
                  weights: bool = True, **extra) -> Path:
+    """A sealed package that reactkd.package.model_package.verify_package accepts (no network inside)."""
     folder.mkdir(parents=True, exist_ok=True)
     if weights:
-        (folder / "model.safetensors").write_bytes(b"weights")
-    meta = {"name": name, "version": version, "architecture": {"type": "student"}, "sha256": SHA,
-            "input_modalities": list(modalities), "class_names": list(reactkd.CLASS_NAMES), **extra}
+        (folder / "model.safetensors").write_bytes(WEIGHTS)
+    meta = {key: {} for key in model_package.REQUIRED_KEYS}
+    meta.update(name=name, version=version, architecture={"type": "student"}, sha256=SHA,
+                input_modalities=list(modalities), class_names=list(CLASS_NAMES), **extra)
+    meta[model_package.METADATA_CHECKSUM] = model_package.metadata_digest(meta)
     (folder / "metadata.json").write_text(json.dumps(meta))
     return folder
 
 
 @pytest.fixture(autouse=True)
 def verifier(monkeypatch):
-    """Stand-in for reactkd.package.model_package.verify_package (written elsewhere; real packages need torch)."""
+    """Spy on the catalogue's package verification (the real verify_package, calls recorded)."""
     calls: list[Path] = []
-    fake = types.ModuleType("reactkd.package.model_package")
-    fake.verify_package = lambda model_dir: calls.append(Path(model_dir))
-    monkeypatch.setitem(sys.modules, "reactkd.package.model_package", fake)
-    monkeypatch.setattr(reactkd, "packaging", fake, raising=False)
+
+    def spy(model_dir):
+        calls.append(Path(model_dir))
+        return model_package.verify_package(model_dir)
+
+    monkeypatch.setattr(catalog_module, "verify_package", spy)
     return calls
 
 
 @pytest.fixture
 def shipped(tmp_path):
-    """A module folder with Resources/Models.json listing one present and one absent package."""
-    module = tmp_path / "module"
-    make_package(module / "reactkd/data/models/demo", name="demo-internal", version="3.0",
-                 modalities=("ct", "pet_fdg"))
-    (module / "Resources").mkdir()
+    """A shipped list (like reactkd/data/Models.json) naming one present and one absent package."""
+    data = tmp_path / "module/reactkd/data"
+    make_package(data / "models/demo", name="demo-internal", version="3.0", modalities=("ct", "pet_fdg"))
     doc = {"schema_version": 1, "models": [
-        {"name": "demo", "path": "reactkd/data/models/demo", "description": "demo model"},
-        {"name": "absent", "path": "reactkd/data/models/absent", "version": "0.1"}]}
-    (module / "Resources/Models.json").write_text(json.dumps(doc))
-    return module / "Resources/Models.json"
+        {"name": "demo", "path": "models/demo", "description": "demo model"},
+        {"name": "absent", "path": "models/absent", "version": "0.1"}]}
+    (data / "Models.json").write_text(json.dumps(doc))
+    return data / "Models.json"
 
 
 @pytest.fixture
@@ -66,9 +74,9 @@ def cat(tmp_path, shipped):
     return ModelCatalog(user_file=tmp_path / "home/models.json", shipped_file=shipped)
 
 
-def test_shipped_paths_resolve_against_module_folder_and_read_metadata(cat, shipped):
+def test_shipped_paths_resolve_against_the_list_folder_and_read_metadata(cat, shipped):
     demo, absent = cat.entries()
-    assert demo.path == (shipped.parent.parent / "reactkd/data/models/demo").resolve()
+    assert demo.path == (shipped.parent / "models/demo").resolve()
     assert (demo.name, demo.version, demo.sha256, demo.source) == ("demo", "3.0", SHA, "shipped")
     assert demo.input_modalities == ("ct", "pet_fdg") and demo.description == "demo model"
     assert demo.available and not absent.available and absent.version == "0.1"
@@ -106,7 +114,7 @@ def test_verifier_rejection_blocks_registration(cat, tmp_path, monkeypatch):
     def reject(model_dir):
         raise ModelPackageError("checksum mismatch")
 
-    monkeypatch.setattr(sys.modules["reactkd.package.model_package"], "verify_package", reject)
+    monkeypatch.setattr(catalog_module, "verify_package", reject)
     with pytest.raises(ModelPackageError, match="checksum"):
         cat.register(make_package(tmp_path / "pkg"))
     assert cat.user_entries() == []
@@ -125,7 +133,7 @@ def test_reregistering_replaces_and_name_clashes_get_suffix(cat, tmp_path):
 
 
 def test_registering_a_shipped_package_adds_nothing(cat, shipped):
-    entry = cat.register(shipped.parent.parent / "reactkd/data/models/demo")
+    entry = cat.register(shipped.parent / "models/demo")
     assert entry.source == "shipped" and cat.user_entries() == []
 
 
@@ -143,7 +151,7 @@ def test_import_copies_then_registers(cat, tmp_path):
     first = cat.import_folder(src, dest_root)
     second = cat.import_folder(src, dest_root)
     assert first.source == "imported" and first.path.parent == dest_root.resolve()
-    assert (first.path / "model.safetensors").read_bytes() == b"weights"
+    assert (first.path / "model.safetensors").read_bytes() == WEIGHTS
     assert first.path != second.path and second.name == "shared model-2"
     assert sorted(p.name for p in dest_root.iterdir()) == sorted([first.path.name, second.path.name])
     assert (src / "model.safetensors").exists()
@@ -200,11 +208,12 @@ def test_corrupt_user_file_is_reported(cat):
 
 
 def test_shipped_models_json_is_valid_and_points_inside_the_package():
-    document = json.loads((REPO / "REACTKD/Resources/Models.json").read_text())
-    schema = json.loads((REPO / "REACTKD/Resources/Models.schema.json").read_text())
+    document = json.loads((REPO / "REACTKD/reactkd/data/Models.json").read_text())
+    schema = json.loads((REPO / "REACTKD/reactkd/data/Models.schema.json").read_text())
     assert schema_problems(document, schema, schema) == []
     for item in document["models"]:
-        assert item["path"].startswith("reactkd/data/models/") and not Path(item["path"]).is_absolute()
+        assert item["path"].startswith("models/") and not Path(item["path"]).is_absolute()
+        assert (REPO / "REACTKD/reactkd/data" / item["path"] / "metadata.json").is_file()
 
 
 def test_default_user_file_honours_reactkd_home(monkeypatch, tmp_path):
@@ -221,17 +230,15 @@ def test_catalog_import_stays_light():
 
 
 def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(cat, tmp_path, monkeypatch):
-    """With the project's own reactkd.package.model_package.verify_package (the stand-in removed for this test)."""
-    monkeypatch.delitem(sys.modules, "reactkd.package.model_package")
-    monkeypatch.delattr(reactkd, "packaging", raising=False)
-    packaging = importlib.import_module("reactkd.package.model_package")
+    """A package saved by numpy's safetensors writer: unsealed metadata refused, tampered weights refused."""
+    packaging = model_package
     numpy = pytest.importorskip("numpy")
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     pkg = tmp_path / "real"
     pkg.mkdir()
     safetensors_numpy.save_file({"w": numpy.arange(6, dtype=numpy.float32)}, str(pkg / "model.safetensors"))
     meta = {key: {} for key in packaging.REQUIRED_KEYS}
-    meta.update(name="real", version="1", class_names=list(reactkd.CLASS_NAMES), input_modalities=["ct"],
+    meta.update(name="real", version="1", class_names=list(CLASS_NAMES), input_modalities=["ct"],
                 sha256=packaging.sha256_of(pkg / "model.safetensors"))
     (pkg / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelPackageError, match="reactkd seal"):  # unsealed metadata is refused
@@ -246,9 +253,9 @@ def test_real_package_verification_accepts_intact_and_refuses_tampered_weights(c
 
 def test_shipped_catalogue_says_what_each_package_reads():
     """Models.json (what the module shows before a package is read) agrees with each package's metadata."""
-    document = json.loads((REPO / "REACTKD/Resources/Models.json").read_text())
+    document = json.loads((REPO / "REACTKD/reactkd/data/Models.json").read_text())
     for item in document["models"]:
-        metadata = json.loads((REPO / "REACTKD" / item["path"] / "metadata.json").read_text())
+        metadata = json.loads((REPO / "REACTKD/reactkd/data" / item["path"] / "metadata.json").read_text())
         assert item["input_modalities"] == metadata["input_modalities"], item["name"]
         if metadata["input_modalities"] == ["ct"]:
             assert "PET channels" not in item["description"], item["name"]

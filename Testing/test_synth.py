@@ -11,9 +11,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from reactkd.cohort.synth import MANIFEST_COLUMNS, generate_case, write_cohort
+from reactkd.cohort.manifest import COLUMNS as MANIFEST_COLUMNS
+from reactkd.cohort.synth import generate_case, write_cohort
 from reactkd.cohort.synth.cohort import plan_cohort
-from reactkd.cohort.synth.signal import macro_auc, pet_on_ct, tumour_features
+from reactkd.cohort.synth.signal import cross_validated_auc, pet_on_ct, tumour_features
 from reactkd.errors import ConfigError
 from reactkd.images.geometry import Geometry
 from reactkd.images.readers import read_image
@@ -141,8 +142,8 @@ def test_geometry_metadata_is_realistic_and_varied(cases):
 def test_designed_signal_pet_separates_grades_better_than_ct(cases):
     labels = np.array([case.label for case in cases])
     features = [tumour_features(case) for case in cases]
-    ct_auc = macro_auc(np.array([f[0] for f in features]), labels)
-    pet_auc = macro_auc(np.array([f[1] for f in features]), labels)
+    ct_auc = cross_validated_auc(np.array([f[0] for f in features]), labels)
+    pet_auc = cross_validated_auc(np.array([f[1] for f in features]), labels)
     print(f"\n{len(cases)} cases: CT macro AUC {ct_auc:.3f}, PET macro AUC {pet_auc:.3f}")
     assert pet_auc > 0.85
     assert ct_auc < pet_auc
@@ -156,8 +157,8 @@ def test_calibrated_signal_matches_the_paper_on_a_fresh_cohort():
     cohort = [generate_case(900_000 + i, int(label)) for i, label in enumerate(labels)]
     features = [tumour_features(case) for case in cohort]
     ct = np.array([f[0] for f in features])
-    ct_auc = macro_auc(ct, labels)
-    pet_ct_auc = macro_auc(np.hstack([ct, np.array([f[1] for f in features])]), labels)
+    ct_auc = cross_validated_auc(ct, labels)
+    pet_ct_auc = cross_validated_auc(np.hstack([ct, np.array([f[1] for f in features])]), labels)
     truth = np.array([case.true_label for case in cohort])
     print(f"\n150 fresh cases: CT {ct_auc:.3f}, PET/CT {pet_ct_auc:.3f}, misread {np.mean(truth != labels):.1%}")
     assert 0.76 <= ct_auc <= 0.91 and 0.86 <= pet_ct_auc <= 0.99 and ct_auc < pet_ct_auc

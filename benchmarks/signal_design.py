@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from reactkd.cohort.synth import generate_case
-from reactkd.cohort.synth.signal import CT_FEATURES, PET_FEATURES, macro_auc, tumour_features
+from reactkd.cohort.synth.signal import CT_FEATURES, PET_FEATURES, cross_validated_auc, tumour_features
 
 
 def measure(n_cases: int, seed: int) -> dict[str, float]:
@@ -30,9 +30,9 @@ def measure(n_cases: int, seed: int) -> dict[str, float]:
     ct = np.array([f[0] for f in features])
     pet = np.array([f[1] for f in features])
     truth = np.array([case.true_label for case in cases])
-    return {"ct_auc": macro_auc(ct, labels), "pet_auc": macro_auc(pet, labels),
-            "ct_pet_auc": macro_auc(np.hstack([ct, pet]), labels),
-            "ct_pet_auc_true_grade": macro_auc(np.hstack([ct, pet]), truth),
+    return {"ct_auc": cross_validated_auc(ct, labels), "pet_auc": cross_validated_auc(pet, labels),
+            "ct_pet_auc": cross_validated_auc(np.hstack([ct, pet]), labels),
+            "ct_pet_auc_true_grade": cross_validated_auc(np.hstack([ct, pet]), truth),
             "reading_error_rate": float(np.mean(truth != labels)), "seconds_per_case": generation_s}
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from model_packages import make_package
 from reactkd.cli.main import main
+from reactkd.cohort.manifest import read_grading_manifest
 from reactkd.cohort.synth import generate_case
 from reactkd.errors import ManifestError
 from reactkd.images.writers import write_image
-from reactkd.inference.batch import grade_manifest, read_grading_manifest
+from reactkd.inference.batch import grade_manifest
 
 
 @pytest.fixture(scope="module")

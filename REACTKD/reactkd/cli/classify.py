@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
 import SimpleITK as sitk
 
@@ -10,6 +14,7 @@ from reactkd.errors import GeometryError, MaskError, ReactKDError
 from reactkd.images.geometry import Geometry
 from reactkd.images.masks import label_codes
 from reactkd.images.readers import read_image
+from reactkd.inference.batch import RESULTS_FILE, grade_manifest
 from reactkd.inference.classifier import Classifier
 from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
 from reactkd.output_paths import check_output
@@ -43,7 +48,15 @@ def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Im
     return ct, mask, fdg, act
 
 
-def run_classify(args: argparse.Namespace) -> None:
+def run_classify(args: argparse.Namespace) -> int | None:
+    """One case (--ct with --mask, or --liver and --tumor) or every case of --manifest."""
+    if args.manifest is not None:
+        if args.mask or args.liver or args.tumor or args.pet_fdg or args.pet_act:
+            raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --liver, "
+                               "--tumor, --pet-fdg and --pet-act")
+        return _run_manifest(args)
+    if args.mask is None and args.liver is None:
+        raise ReactKDError("classify needs --mask (or --liver with --tumor) with --ct")
     check_output(args.out, folder=True, names=OUTPUT_FILES,
                  inputs=[args.ct, args.mask, args.liver, args.tumor, args.pet_fdg, args.pet_act, args.model])
     ct, mask, fdg, act = read_case(args)
@@ -61,3 +74,31 @@ def summary_text(result, out_dir) -> str:
              f"outputs: {out_dir}"]
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)
+
+
+def _run_manifest(args: argparse.Namespace) -> int:
+    """Every case of --manifest: progress lines (or JSON events), a summary; returns the exit code, 2 when a case failed."""
+    start = time.monotonic()
+
+    def report(event: dict) -> None:
+        if args.progress == "json":
+            print(json.dumps(event), flush=True)
+        elif args.progress != "none":
+            detail = event.get("grade") or event.get("error")
+            print(f"[{event['index']}/{event['total']}] {event['case_id']}: {event['status']} ({detail})", flush=True)
+
+    graded, rows = grade_manifest(args.manifest, args.out, args.model, args.device, not args.no_render, report)
+    failed = [row for row in rows if row.get("status") != "ok"]
+    summary = (f"graded {graded} case(s) now, {len(rows) - len(failed) - graded} kept from an earlier run, "
+               f"{len(failed)} failed, in {time.monotonic() - start:.0f} s; table: {Path(args.out) / RESULTS_FILE}")
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "graded": graded, "failed": len(failed), "results": str(Path(args.out) / RESULTS_FILE)}),
+              flush=True)
+    else:
+        print(summary)
+    if failed:
+        names = ", ".join(row["case_id"] for row in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        print(f"error: {len(failed)} of {len(rows)} case(s) failed ({names}); reasons in {Path(args.out) / RESULTS_FILE}",
+              file=sys.stderr)
+        return 2
+    return 0

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 from pathlib import Path
 
 from reactkd.errors import ReactKDError
+from reactkd.vocabulary import STAGES
 
 DEVICES = ("auto", "cpu", "cuda")
 #: OS errors that are about the user's disk or paths, not a bug: reported as one `error:` line.
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
 
     train = sub.add_parser("train", help="train a teacher or the student")
-    train.add_argument("--stage", required=True, choices=("teacher-sf", "teacher-dose", "student"))
+    train.add_argument("--stage", required=True, choices=STAGES)
     train.add_argument("--manifest", required=True, type=Path)
     train.add_argument("--out", required=True, type=Path)
     train.add_argument("--config", type=Path)
@@ -120,40 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_synth(args: argparse.Namespace) -> None:
-    from reactkd.cohort.synth import write_cohort
-    from reactkd.output_paths import check_output
-
-    check_output(args.out, folder=True)
-    manifest = write_cohort(args.out, args.cases, size=args.size, seed=args.seed)
-    print(f"wrote {args.cases} cases and {manifest}")
-
-
-def _run_seal(args: argparse.Namespace) -> None:
-    from reactkd.package.model_package import seal_package
-
-    metadata = seal_package(args.model)
-    print(f"sealed {args.model} (metadata_sha256 {metadata['metadata_sha256'][:12]}...; classes "
-          f"{', '.join(map(str, metadata['class_names']))})")
+#: command -> (module, handler): one dispatch table. Handlers are imported when their command runs, so
+#: `reactkd --help` stays fast; a handler returns None (exit 0) or its exit code.
+COMMANDS = {
+    "synth": ("reactkd.cli.synth", "run_synth"),
+    "train": ("reactkd.cli.train", "run_train"),
+    "evaluate": ("reactkd.cli.evaluate", "run_evaluate"),
+    "classify": ("reactkd.cli.classify", "run_classify"),
+    "simulate-ldct": ("reactkd.cli.simulate_ldct", "run_simulate_ldct"),
+    "seal": ("reactkd.cli.seal", "run_seal"),
+    "serve": ("reactkd.inference.server", "serve"),
+    "demo": ("reactkd.cli.demo", "run_demo"),
+}
 
 
-def _run_ldct(args: argparse.Namespace) -> None:
-    from reactkd.devices import resolve_device
-    from reactkd.images.readers import read_image
-    from reactkd.images.writers import write_image
-    from reactkd.ldct.simulator import simulate_low_dose_image
-    from reactkd.output_paths import check_output
-
-    if not 0 < args.dose <= 1:
-        raise ReactKDError(f"--dose must be a fraction in (0, 1], got {args.dose}")
-    check_output(args.out, folder=False, inputs=[args.ct])
-    device = resolve_device(args.device)
-    image = read_image(args.ct, name="--ct")
-    # A real scan already carries full-dose noise: add only the noise the lower dose is missing.
-    low_dose = simulate_low_dose_image(image, args.dose, seed=args.seed, input_is_full_dose=True,
-                                       device=device)
-    write_image(low_dose, args.out)
-    print(f"wrote {args.out} (dose {args.dose:g})")
+def _handler(command: str):
+    module, name = COMMANDS[command]
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,33 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     # (THP in "madvise" mode). Set here, in processes reactkd owns, never at import inside Slicer.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        from reactkd.inference.server import serve
-        return serve()
-    handlers = {"synth": _run_synth, "simulate-ldct": _run_ldct, "seal": _run_seal}
+    if args.command == "serve":  # owns its stdout protocol and its errors
+        return _handler("serve")()
     try:
-        if args.command in handlers:
-            handlers[args.command](args)
-        elif args.command == "train":
-            from reactkd.cli.train import run_train
-            run_train(args)
-        elif args.command == "evaluate":
-            from reactkd.cli.evaluate import run_evaluate
-            run_evaluate(args)
-        elif args.command == "classify" and args.manifest is not None:
-            if args.mask or args.liver or args.tumor or args.pet_fdg or args.pet_act:
-                raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --liver, "
-                                   "--tumor, --pet-fdg and --pet-act")
-            from reactkd.inference.batch import run_classify_batch
-            return run_classify_batch(args)
-        elif args.command == "classify":
-            if args.mask is None and args.liver is None:
-                raise ReactKDError("classify needs --mask (or --liver with --tumor) with --ct")
-            from reactkd.cli.classify import run_classify
-            run_classify(args)
-        elif args.command == "demo":
-            from reactkd.cli.demo import run_demo
-            run_demo(args)
+        code = _handler(args.command)(args)
+        if isinstance(code, int):
+            return code
     except ReactKDError as exc:
         message = " | ".join(line for line in str(exc).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)

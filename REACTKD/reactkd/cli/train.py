@@ -20,8 +20,7 @@ from reactkd.training.distributed import DistContext
 from reactkd.training.engine import Trainer
 from reactkd.training.stages import make_stage
 from reactkd.training.teacher_cache import load_or_build
-
-TEACHER_STAGES = {"teacher_sf": "teacher-sf", "teacher_dose": "teacher-dose"}
+from reactkd.vocabulary import STUDENT, TEACHER_DOSE, TEACHER_SF
 
 
 def load_teacher(path: Path | None, expected_stage: str, device: torch.device, preprocessing: dict,
@@ -72,10 +71,10 @@ def run_train(args: argparse.Namespace) -> Path:
         cohort = _place_cohort(cohort, device)
     targets = None
     test_cases = [records[i].case_id for i in test_idx]
-    if args.stage == "student" and (config.alpha > 0 or config.lambda_graph > 0):
+    if args.stage == STUDENT and (config.alpha > 0 or config.lambda_graph > 0):
         split = PackageSplit(args.fold, args.folds, config.seed, frozenset(test_cases))
-        packages = [load_teacher(args.teacher_sf, "teacher-sf", device, preprocess.to_dict(), split),
-                    load_teacher(args.teacher_dose, "teacher-dose", device, preprocess.to_dict(), split)]
+        packages = [load_teacher(args.teacher_sf, TEACHER_SF, device, preprocess.to_dict(), split),
+                    load_teacher(args.teacher_dose, TEACHER_DOSE, device, preprocess.to_dict(), split)]
         progress.emit("section", name="teacher cache")
         targets = load_or_build(cache_dir, [p.model for p in packages], [p.metadata["sha256"] for p in packages],
                                 cohort, device, notify=lambda text: print(f"note: {text}", file=sys.stderr))

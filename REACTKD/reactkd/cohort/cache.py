@@ -22,10 +22,9 @@ import torch
 from reactkd.atomic import atomic_path
 from reactkd.cohort.manifest import CaseRecord
 from reactkd.errors import ReactKDError
-from reactkd.graph import build_regions, head_region_labels
+from reactkd.graph import GraphSettings, build_regions, head_region_labels
 from reactkd.images.readers import read_image
 from reactkd.preprocessing import PreprocessConfig, preprocess_case
-from reactkd.training.config import GraphConfig
 
 TENSOR_FIELDS = ("images", "available", "ct_hu", "node_index", "region_labels", "n_nodes", "labels", "spacing")
 
@@ -61,7 +60,7 @@ def cohort_cache_dir(manifest: str | os.PathLike) -> Path:
     return Path(os.environ.get("REACTKD_CACHE") or Path(manifest).resolve().parent / ".reactkd-cache")
 
 
-def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphConfig) -> str:
+def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphSettings) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([preprocess.to_dict(), graph.max_tumours, graph.liver_parcels, graph.ring_mm,
                               "v2"]).encode())
@@ -83,7 +82,7 @@ def read_record(record: CaseRecord, with_pet: bool = True):
     return read(record.ct, "ct"), read(record.mask, "mask", labels=True), fdg, act
 
 
-def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: GraphConfig) -> dict[str, np.ndarray]:
+def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: GraphSettings) -> dict[str, np.ndarray]:
     """Read and preprocess one case and build its region volume (shared with `reactkd evaluate`)."""
     ct, mask, fdg, act = read_record(record)
     try:
@@ -91,15 +90,14 @@ def preprocess_record(record: CaseRecord, preprocess: PreprocessConfig, graph: G
     except ReactKDError as exc:  # name the case: a cohort has hundreds
         raise type(exc)(f"{record.case_id}: {exc}") from None
     spacing_zyx = tuple(reversed(case.grid.spacing))
-    regions = build_regions(case.label_map, spacing_zyx, max_tumours=graph.max_tumours,
-                            liver_parcels=graph.liver_parcels, ring_mm=graph.ring_mm)
+    regions = build_regions(case.label_map, spacing_zyx, **graph.to_dict())
     return {"images": case.images, "available": case.available, "ct_hu": case.ct_hu,
             "node_index": regions.node_index.astype(np.int16), "n_nodes": np.int64(regions.n_nodes),
             "region_labels": head_region_labels(regions),
             "spacing": np.asarray(case.grid.spacing, dtype=np.float32)}
 
 
-def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphConfig,
+def load_cohort(records: list[CaseRecord], preprocess: PreprocessConfig, graph: GraphSettings,
                 cache_dir: Path | None = None,
                 progress: Callable[[int, int], None] | None = None) -> CohortTensors:
     """Preprocess every record (or read them from the cache) and stack them."""

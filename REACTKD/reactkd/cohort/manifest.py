@@ -1,7 +1,12 @@
-"""Cohort manifest: a CSV with one row per scan (case_id, patient_id, label, ct, pet_fdg, pet_act, mask).
+"""Manifests: the CSV files that list cases, with one reader per kind, one writer and one path rule.
 
-Paths are relative to the manifest's folder; an empty cell means the modality is absent. Validation
-collects every problem and reports them together, one line each.
+- A cohort manifest (training, evaluation, `reactkd synth`): one row per scan (case_id, patient_id, label, ct,
+  pet_fdg, pet_act, mask); paths relative to the manifest's folder and inside it. Validation collects every
+  problem and reports them together, one line each.
+- A grading manifest (`reactkd classify --manifest`): case_id, ct, mask (pet_fdg, pet_act optional); paths
+  relative to the manifest's folder or absolute; a bad row is kept with its problem so the others still run.
+
+An empty cell means the modality is absent.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reactkd.atomic import write_text_atomic
@@ -47,26 +53,43 @@ def parse_label(value: str) -> int:
     raise ValueError(f"unknown label {value!r} (expected 0-{len(CLASS_NAMES) - 1} or one of {', '.join(CLASS_NAMES)})")
 
 
-def _resolve(root: Path, cell: str, where: str, problems: list[str]) -> Path | None:
+class ManifestPathError(ValueError):
+    """Why one manifest cell does not name a usable image (`missing`: the path is fine but nothing is there)."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def resolve_cell(root: Path, cell: str, contained: bool = True) -> Path | None:
+    """The one path rule of every manifest: a cell is relative to the manifest's folder `root`; with
+    `contained` (cohorts for training and evaluation) it must stay inside that folder, else (grading
+    manifests) it may also be absolute or point elsewhere. Empty cell: None. Raises ManifestPathError."""
     cell = cell.strip()
     if not cell:
         return None
     relative = Path(cell)
-    if relative.is_absolute() or os.path.splitdrive(cell)[0]:
-        problems.append(f"{where}: absolute path {cell!r} is not allowed (paths are relative to the manifest)")
-        return None
+    if contained and (relative.is_absolute() or os.path.splitdrive(cell)[0]):
+        raise ManifestPathError(f"absolute path {cell!r} is not allowed (paths are relative to the manifest)")
     try:
         resolved = (root / relative).resolve()
-        if not resolved.is_relative_to(root.resolve()):
-            problems.append(f"{where}: path {cell!r} points outside the cohort folder")
-            return None
+        if contained and not resolved.is_relative_to(root.resolve()):
+            raise ManifestPathError(f"path {cell!r} points outside the cohort folder")
         if not resolved.exists():
-            problems.append(f"{where}: file not found: {cell}")
-            return None
+            raise ManifestPathError(f"not found: {cell}", missing=True)
     except (ValueError, OSError) as exc:  # NUL bytes, names too long, link loops
-        problems.append(f"{where}: unusable path {cell!r} ({exc})")
-        return None
+        if isinstance(exc, ManifestPathError):
+            raise
+        raise ManifestPathError(f"unusable path {cell!r} ({exc})") from None
     return resolved
+
+
+def _resolve(root: Path, cell: str, where: str, problems: list[str]) -> Path | None:
+    try:
+        return resolve_cell(root, cell)
+    except ManifestPathError as exc:
+        problems.append(f"{where}: {'file ' if exc.missing else ''}{exc}")
+        return None
 
 
 def duplicated_columns(header: list[str]) -> list[str]:
@@ -128,16 +151,14 @@ def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
     return records
 
 
-def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]]) -> Path:
-    """Write manifest rows (values already relative to the manifest's folder) atomically."""
-    import io
-
-
+def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> Path:
+    """Write manifest rows atomically (missing cells empty). Cohort manifests keep paths relative to the
+    manifest's folder; a grading manifest may hold absolute paths."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: row.get(c, "") or "" for c in COLUMNS})
+        writer.writerow({c: row.get(c, "") or "" for c in columns})
     write_text_atomic(path, buffer.getvalue())
     return Path(path)
 
@@ -158,14 +179,76 @@ def manifest_from_folder(folder: str | Path, manifest: str | Path) -> Path:
         found = {column: next((case / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES
                                if (case / f"{stem}{suffix}").is_file()), None) for column, stem in FOLDER_IMAGES.items()}
         if found["ct"] and found["mask"]:
-            rows.append([case.name, *[str(found[c].resolve()) if found[c] else "" for c in FOLDER_IMAGES]])
+            rows.append({"case_id": case.name, **{c: str(found[c].resolve()) if found[c] else "" for c in FOLDER_IMAGES}})
     if not rows:
         raise ReactKDError(f"{folder}: no case folders with a ct and a mask image (e.g. case_01/ct.nii.gz, "
                            "case_01/mask.nii.gz)")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", *FOLDER_IMAGES])
-    writer.writerows(rows)
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(manifest, buffer.getvalue())
-    return manifest
+    return write_manifest(manifest, rows, ("case_id", *FOLDER_IMAGES))
+
+
+#: Columns of a grading manifest (`reactkd classify --manifest`); label or patient_id, if present, are ignored.
+GRADING_REQUIRED_COLUMNS = ("case_id", "ct", "mask")
+GRADING_OPTIONAL_COLUMNS = ("pet_fdg", "pet_act")
+#: Safe as a folder name on every platform: letters, digits, dot, dash, underscore; not "." or "..".
+_CASE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass
+class GradingCase:
+    """One manifest row: absolute paths (None = absent) and what was wrong with the row, if anything."""
+
+    case_id: str
+    line: int
+    paths: dict[str, Path | None] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def read_grading_manifest(path: str | Path) -> list[GradingCase]:
+    """Rows of a grading manifest. A missing column or an unreadable file raises ManifestError; a bad row
+    (missing file, duplicate or unsafe case_id) is returned with its `problem` so the others still run."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    reader = csv.reader(io.StringIO(text))
+    header = [name.strip() for name in next(reader, [])]
+    missing = [name for name in GRADING_REQUIRED_COLUMNS if name not in header]
+    duplicated = duplicated_columns(header)
+    if missing or duplicated:
+        raise ManifestError(f"{path}: " + "; ".join(
+            ([f"missing column(s) {', '.join(missing)} (needs {', '.join(GRADING_REQUIRED_COLUMNS)})"] if missing else [])
+            + ([f"duplicated column(s) {', '.join(duplicated)}"] if duplicated else [])))
+    columns = [name for name in (*GRADING_REQUIRED_COLUMNS, *GRADING_OPTIONAL_COLUMNS) if name in header]
+    cases, seen = [], {}
+    for line, values in enumerate(reader, start=2):
+        if not any(value.strip() for value in values):
+            continue
+        row = {name: (values[header.index(name)].strip() if header.index(name) < len(values) else "")
+               for name in columns}
+        case = GradingCase(row["case_id"], line)
+        problems = []
+        if not _CASE_ID.match(case.case_id):
+            problems.append(f"case_id {case.case_id!r} is not usable as a folder name (letters, digits, . _ -)")
+        elif case.case_id in seen:
+            problems.append(f"duplicate case_id (first on line {seen[case.case_id]})")
+        else:
+            seen[case.case_id] = line
+        for name in columns[1:]:
+            cell = row[name]
+            if not cell:
+                if name in GRADING_REQUIRED_COLUMNS:
+                    problems.append(f"no {name}")
+                case.paths[name] = None
+                continue
+            try:
+                case.paths[name] = resolve_cell(path.parent, cell, contained=False)
+            except ManifestPathError as exc:
+                problems.append(f"{name} {exc}")
+                case.paths[name] = (path.parent / cell).resolve() if exc.missing else None
+        case.problem = "; ".join(problems) or None
+        cases.append(case)
+    if not cases:
+        raise ManifestError(f"{path}: manifest has no cases")
+    return cases

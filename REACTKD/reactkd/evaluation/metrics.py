@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
+from reactkd.scores import one_vs_rest_aucs
+
 #: Upper bound on (resamples x samples) held in memory at once by the bootstrap.
 _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
 
@@ -180,8 +182,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
     if present.sum() < 2:
         notes.append("fewer than two classes present: no AUC can be computed")
 
-    auc_per_class = [roc_auc_score(y == c, p[:, c]) if present[c] and counts[c] < n else None
-                     for c in labels]
+    auc_per_class = one_vs_rest_aucs(y, p)
     defined = [a for a in auc_per_class if a is not None]
     auc_macro = float(np.mean(defined)) if present.sum() >= 2 else None
     onehot = np.eye(k, dtype=np.int64)[y]

@@ -1,7 +1,9 @@
-"""`reactkd classify --manifest CSV --out DIR`: grade every case of a manifest into one results table.
+"""Batch grading (`reactkd classify --manifest CSV --out DIR`): every case of a manifest into one results table.
 
-The Slicer module's "classify all" runs the same command as a child process (`start_batch`), on a manifest
-or on a folder of case folders (`manifest_from_folder`).
+The Slicer module's "classify all" runs the same command as a child process
+(`reactkd.inference.batch_client.start_batch`), on a manifest or on a folder of case folders
+(`reactkd.cohort.manifest.manifest_from_folder`). The manifest is read by
+`reactkd.cohort.manifest.read_grading_manifest`; the command-line handler is `reactkd.cli.classify`.
 
 The manifest needs the columns case_id, ct and mask (pet_fdg, pet_act optional; other columns such as label
 or patient_id are ignored). Paths are relative to the manifest's folder, or absolute. Each case's outputs go
@@ -14,83 +16,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import re
-import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from reactkd.atomic import folder_lock, write_text_atomic
-from reactkd.cohort.manifest import duplicated_columns
-from reactkd.errors import ManifestError, ReactKDError
+from reactkd.cohort.manifest import GradingCase, read_grading_manifest
+from reactkd.errors import ReactKDError
 from reactkd.output_paths import check_output
 
 RESULTS_FILE = "results.csv"
 CASES_FOLDER = "cases"
-REQUIRED_COLUMNS = ("case_id", "ct", "mask")
-OPTIONAL_COLUMNS = ("pet_fdg", "pet_act")
-#: Safe as a folder name on every platform: letters, digits, dot, dash, underscore; not "." or "..".
-_CASE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
-
-
-@dataclass
-class GradingCase:
-    """One manifest row: absolute paths (None = absent) and what was wrong with the row, if anything."""
-
-    case_id: str
-    line: int
-    paths: dict[str, Path | None] = field(default_factory=dict)
-    problem: str | None = None
-
-
-def read_grading_manifest(path: str | Path) -> list[GradingCase]:
-    """Rows of a grading manifest. A missing column or an unreadable file raises ManifestError; a bad row
-    (missing file, duplicate or unsafe case_id) is returned with its `problem` so the others still run."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
-    reader = csv.reader(io.StringIO(text))
-    header = [name.strip() for name in next(reader, [])]
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    duplicated = duplicated_columns(header)
-    if missing or duplicated:
-        raise ManifestError(f"{path}: " + "; ".join(
-            ([f"missing column(s) {', '.join(missing)} (needs {', '.join(REQUIRED_COLUMNS)})"] if missing else [])
-            + ([f"duplicated column(s) {', '.join(duplicated)}"] if duplicated else [])))
-    columns = [name for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in header]
-    cases, seen = [], {}
-    for line, values in enumerate(reader, start=2):
-        if not any(value.strip() for value in values):
-            continue
-        row = {name: (values[header.index(name)].strip() if header.index(name) < len(values) else "")
-               for name in columns}
-        case = GradingCase(row["case_id"], line)
-        problems = []
-        if not _CASE_ID.match(case.case_id):
-            problems.append(f"case_id {case.case_id!r} is not usable as a folder name (letters, digits, . _ -)")
-        elif case.case_id in seen:
-            problems.append(f"duplicate case_id (first on line {seen[case.case_id]})")
-        else:
-            seen[case.case_id] = line
-        for name in columns[1:]:
-            cell = row[name]
-            if not cell:
-                if name in REQUIRED_COLUMNS:
-                    problems.append(f"no {name}")
-                case.paths[name] = None
-                continue
-            resolved = (path.parent / cell).resolve()
-            if not resolved.exists():
-                problems.append(f"{name} not found: {cell}")
-            case.paths[name] = resolved
-        case.problem = "; ".join(problems) or None
-        cases.append(case)
-    if not cases:
-        raise ManifestError(f"{path}: manifest has no cases")
-    return cases
 
 
 def _load_previous(results: Path, model_sha: str) -> dict[str, dict]:
@@ -173,31 +107,3 @@ def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, pr
                                            else {"grade": last.get("grade")})})
     _write_results(results, rows, class_names)
     return graded, rows
-
-
-def run_classify_batch(args) -> int:
-    """The CLI handler: progress lines (or JSON events), a summary; returns the exit code, 2 when a case failed."""
-    start = time.monotonic()
-
-    def report(event: dict) -> None:
-        if args.progress == "json":
-            print(json.dumps(event), flush=True)
-        elif args.progress != "none":
-            detail = event.get("grade") or event.get("error")
-            print(f"[{event['index']}/{event['total']}] {event['case_id']}: {event['status']} ({detail})", flush=True)
-
-    graded, rows = grade_manifest(args.manifest, args.out, args.model, args.device, not args.no_render, report)
-    failed = [row for row in rows if row.get("status") != "ok"]
-    summary = (f"graded {graded} case(s) now, {len(rows) - len(failed) - graded} kept from an earlier run, "
-               f"{len(failed)} failed, in {time.monotonic() - start:.0f} s; table: {Path(args.out) / RESULTS_FILE}")
-    if args.progress == "json":
-        print(json.dumps({"event": "done", "graded": graded, "failed": len(failed), "results": str(Path(args.out) / RESULTS_FILE)}),
-              flush=True)
-    else:
-        print(summary)
-    if failed:
-        names = ", ".join(row["case_id"] for row in failed[:5]) + (" ..." if len(failed) > 5 else "")
-        print(f"error: {len(failed)} of {len(rows)} case(s) failed ({names}); reasons in {Path(args.out) / RESULTS_FILE}",
-              file=sys.stderr)
-        return 2
-    return 0

@@ -12,14 +12,12 @@ import json
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reactkd.atomic import write_text_atomic
+from reactkd.atomic import folder_lock, write_text_atomic
 from reactkd.errors import ModelPackageError
 from reactkd.package.model_package import verify_package
 from reactkd.vocabulary import DATA_DIR, METADATA_FILE, MODALITIES, WEIGHTS_FILE
@@ -239,29 +237,10 @@ class ModelCatalog:
                                                     "shipped"))
         return entries
 
-    @contextlib.contextmanager
-    def _locked(self, timeout_s: float = 10.0, stale_s: float = 60.0) -> Iterator[None]:
-        """Serialise read-modify-write of the user file between processes (GUI and a training child)."""
-        lock = self.user_file.with_name(self.user_file.name + ".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                break
-            except FileExistsError:
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - lock.stat().st_mtime > stale_s:  # left behind by a killed process
-                        lock.unlink()
-                        continue
-                if time.monotonic() > deadline:
-                    raise ModelPackageError(f"model catalogue is locked by another process: {lock}") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        """Serialise read-modify-write of the user file between processes (GUI and a training child); the
+        lock goes away with the process that holds it, however it ends."""
+        return folder_lock(self.user_file.parent)
 
 
 def _unique_name(base: str, taken: set[str]) -> str:

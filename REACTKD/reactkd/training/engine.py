@@ -27,6 +27,7 @@ from reactkd.cohort.cache import TENSOR_FIELDS, CohortTensors
 from reactkd.errors import ConfigError
 from reactkd.package.model_package import save_package
 from reactkd.progress import Progress
+from reactkd.scores import macro_auc
 from reactkd.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from reactkd.training.config import TrainConfig, config_to_dict
 from reactkd.training.distributed import DistContext
@@ -82,17 +83,6 @@ def epoch_order(labels: torch.Tensor, generator: torch.Generator, balanced: bool
     jitter = torch.rand(n, generator=generator)
     slot = (rank.double() + jitter.double()) / counts[shuffled].double()
     return permutation[torch.argsort(slot)]
-
-
-def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest AUC over the classes present (NaN when fewer than two are present)."""
-    from sklearn.metrics import roc_auc_score
-
-    present = np.unique(labels)
-    if len(present) < 2:
-        return float("nan")
-    scores = [roc_auc_score(labels == k, probs[:, k]) for k in present]
-    return float(np.mean(scores))
 
 
 class Trainer:

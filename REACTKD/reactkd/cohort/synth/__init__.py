@@ -6,7 +6,7 @@ it. See docs/synthetic-cohort.md.
 """
 
 from reactkd.cohort.synth.case import SyntheticCase, TumourTruth, generate_case
-from reactkd.cohort.synth.cohort import MANIFEST_COLUMNS, write_cohort
+from reactkd.cohort.synth.cohort import write_cohort
 from reactkd.cohort.synth.grids import SIZES
 
-__all__ = ["MANIFEST_COLUMNS", "SIZES", "SyntheticCase", "TumourTruth", "generate_case", "write_cohort"]
+__all__ = ["SIZES", "SyntheticCase", "TumourTruth", "generate_case", "write_cohort"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from reactkd.atomic import write_text_atomic
+from reactkd.cohort.manifest import write_manifest
 from reactkd.cohort.synth.case import generate_case
 from reactkd.cohort.synth.grids import SIZES
 from reactkd.errors import ConfigError
 from reactkd.images.writers import write_image
 
-MANIFEST_COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
 MAX_CASES = 100_000
 #: Fraction of cases (from 4 cases up) belonging to patients scanned twice.
 REPEAT_PATIENT_FRACTION = 0.1
@@ -109,9 +106,7 @@ def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", 
     with contextlib.suppress(FileNotFoundError):
         manifest.unlink()
     plan = plan_cohort(n_cases, seed)
-    lines = io.StringIO()
-    writer = csv.writer(lines, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
+    rows = []
     for done, planned in enumerate(plan, start=1):
         case = generate_case(planned.seed, planned.label, size, patient_seed=planned.patient_seed)
         folder = out / planned.case_id
@@ -130,9 +125,7 @@ def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", 
             else:
                 write_image(image, path)
                 cells[name] = path.relative_to(out).as_posix()
-        writer.writerow([planned.case_id, planned.patient_id, planned.label,
-                         cells["ct"], cells["pet_fdg"], cells["pet_act"], cells["mask"]])
+        rows.append({"case_id": planned.case_id, "patient_id": planned.patient_id, "label": str(planned.label), **cells})
         if progress is not None:
             progress(done, n_cases)
-    write_text_atomic(manifest, lines.getvalue())
-    return manifest
+    return write_manifest(manifest, rows)

@@ -73,7 +73,7 @@ def tumour_features(case: SyntheticCase) -> tuple[np.ndarray, np.ndarray]:
             pet_tumour_features(case.ct, case.mask, case.pet_fdg, case.pet_act))
 
 
-def macro_auc(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+def cross_validated_auc(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
     """Macro one-vs-rest AUC of out-of-fold logistic-regression probabilities (stratified k-fold)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
