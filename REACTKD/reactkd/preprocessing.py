@@ -19,9 +19,8 @@ from scipy import ndimage
 
 from reactkd.errors import GeometryError, MaskError
 from reactkd.images.geometry import Geometry
-from reactkd.vocabulary import MODALITIES
+from reactkd.vocabulary import LIVER_CODE, MODALITIES, TUMOUR_CODE
 
-LIVER, TUMOUR = 1, 2
 PET_SCALES = ("percentile", "liver")
 
 
@@ -108,13 +107,13 @@ def check_mask(ct: sitk.Image, mask: sitk.Image) -> np.ndarray:
                             "resample the segmentation onto the CT first")
     array = sitk.GetArrayViewFromImage(mask)
     low, high = float(array.min()), float(array.max())
-    if low < 0 or high > TUMOUR:
+    if low < 0 or high > TUMOUR_CODE:
         raise MaskError(f"mask values must be 0 (background), 1 (liver) and 2 (tumour); found range [{low:g}, {high:g}]")
     # Integer masks are whole numbers by construction: the rounding check (a full pass) is for float masks only.
     if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
         raise MaskError("mask values must be whole numbers 0 (background), 1 (liver) and 2 (tumour); "
                         "found fractional values (an interpolated mask?)")
-    if high < LIVER:  # values lie in [0, 2], so a maximum below 1 means background only
+    if high < LIVER_CODE:  # values lie in [0, 2], so a maximum below 1 means background only
         raise MaskError("mask has no liver (label 1) or tumour (label 2) voxels")
     return array if array.dtype == np.uint8 else array.astype(np.uint8)  # a view: valid while `mask` lives
 
@@ -179,11 +178,11 @@ def clean_label_map(labels: np.ndarray, min_liver_island_fraction: float) -> np.
     sizes = np.bincount(components.ravel())[1:]
     keep = np.flatnonzero(sizes >= min_liver_island_fraction * sizes.max()) + 1
     kept = np.isin(components, keep)
-    tumour = labels == TUMOUR
+    tumour = labels == TUMOUR_CODE
     tumour_components, n_tumours = ndimage.label(tumour)
     if n_tumours:
         # A tumour is part of the organ mask; it is "outside the liver" if none of its neighbours is liver.
-        liver_near = ndimage.binary_dilation(labels == LIVER, iterations=1)
+        liver_near = ndimage.binary_dilation(labels == LIVER_CODE, iterations=1)
         touching = np.unique(tumour_components[liver_near & tumour])
         detached = np.setdiff1d(np.arange(1, n_tumours + 1), touching)
         if detached.size:
@@ -198,7 +197,7 @@ LIVER_HU_RANGE = (-150.0, 350.0)
 
 def hounsfield_warnings(ct_hu: np.ndarray, labels: np.ndarray) -> list[str]:
     """Warnings when a CT (on the model grid) does not look like Hounsfield units; the case is still usable."""
-    liver = ct_hu[labels == LIVER]
+    liver = ct_hu[labels == LIVER_CODE]
     if liver.size:
         median = float(np.median(liver))
         if not LIVER_HU_RANGE[0] <= median <= LIVER_HU_RANGE[1]:
@@ -242,7 +241,7 @@ def normalise_pet(pet: np.ndarray, body: np.ndarray, percentiles: tuple[float, f
 def normalise_pet_to_liver(pet: np.ndarray, label_map: np.ndarray, ratio_max: float) -> np.ndarray:
     """PET as a ratio to the median uptake of the liver parenchyma (label 1), clipped to [0, ratio_max] and
     scaled to [0, 1]: a tumour as avid as the liver reads 1 / ratio_max whatever the injected dose."""
-    parenchyma = pet[label_map == LIVER]
+    parenchyma = pet[label_map == LIVER_CODE]
     reference = float(np.median(parenchyma)) if parenchyma.size else 0.0
     if reference <= 1e-6:
         raise MaskError("PET uptake in the liver parenchyma is zero: cannot scale PET to the liver")
@@ -257,11 +256,36 @@ def _zscore(volume: np.ndarray) -> np.ndarray:
 def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None = None,
                     pet_act: sitk.Image | None = None, config: PreprocessConfig | None = None,
                     require_tumour: bool = True) -> PreprocessedCase:
-    """Bring one case onto the model grid. Raises GeometryError / MaskError for unusable input."""
+    """Bring one case onto the model grid: crop to the liver with a margin, resample, clean the label map and
+    normalise each modality. Training and inference both call this (byte-identical inputs).
+
+    Args:
+        ct: CT in HU; its grid is the native space every output maps back to.
+        mask: label map on the CT's grid (0 background, 1 liver, 2 tumour).
+        pet_fdg, pet_act: PET volumes in SUV on any grid covering the liver (None when absent).
+        config: the package's settings (default: PreprocessConfig()).
+        require_tumour: refuse a mask without tumour voxels (on the native or the model grid).
+
+    Raises:
+        GeometryError, MaskError: input that cannot be graded (one-line reason).
+
+    Example:
+        >>> import numpy as np, SimpleITK as sitk
+        >>> labels = np.zeros((24, 40, 40), np.uint8)
+        >>> labels[4:20, 8:32, 8:32] = 1
+        >>> labels[10:14, 18:22, 18:22] = 2
+        >>> ct = sitk.GetImageFromArray(np.where(labels > 0, 60.0, 0.0).astype(np.float32))
+        >>> mask = sitk.GetImageFromArray(labels)
+        >>> case = preprocess_case(ct, mask, config=PreprocessConfig(grid=(16, 32, 32)))
+        >>> case.images.shape, case.available.tolist()
+        ((3, 16, 32, 32), [True, False, False])
+        >>> sorted(np.unique(case.label_map).tolist())
+        [0, 1, 2]
+    """
     config = config or PreprocessConfig()
     native = Geometry.of(ct)
     labels = check_mask(ct, mask)
-    if require_tumour and not (labels == TUMOUR).any():
+    if require_tumour and not (labels == TUMOUR_CODE).any():
         raise MaskError("mask has no tumour (label 2) voxels")
     box = liver_box(labels, native.spacing, config.margin_mm)
     grid = grid_geometry(native, box, config.grid)
@@ -272,7 +296,7 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
     ct_hu = sitk.GetArrayFromImage(resample_to(ct_crop, grid, sitk.sitkLinear, default=-1024.0))
     label_map = sitk.GetArrayFromImage(resample_to(mask_crop, grid, sitk.sitkNearestNeighbor)).astype(np.uint8)
     label_map = clean_label_map(label_map, config.min_liver_island_fraction)
-    if require_tumour and not (label_map == TUMOUR).any():
+    if require_tumour and not (label_map == TUMOUR_CODE).any():
         raise MaskError("the tumour is too small to be seen on the model grid")
     images = np.zeros((len(MODALITIES), *config.grid), dtype=np.float32)
     available = np.zeros(len(MODALITIES), dtype=bool)

@@ -45,7 +45,7 @@ class PackageSplit:
     fold: int
     folds: int
     seed: int
-    test_cases: frozenset[str] | None  # held-out case ids (packages trained before 2026-11-28 lack them)
+    test_cases: frozenset[str] | None  # held-out case ids (packages trained before splits were recorded lack them)
 
     @classmethod
     def of(cls, metadata: dict) -> PackageSplit | None:

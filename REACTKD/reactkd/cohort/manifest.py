@@ -98,7 +98,15 @@ def duplicated_columns(header: list[str]) -> list[str]:
 
 
 def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
-    """Read and validate a manifest; raise ManifestError listing every problem found."""
+    """Read and validate a cohort manifest; raise ManifestError listing every problem found.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from reactkd.cohort.synth import write_cohort
+        >>> records = read_manifest(write_cohort(pathlib.Path(tempfile.mkdtemp()), 3, seed=0))
+        >>> [(r.case_id, r.patient_id, r.label) for r in records]
+        [('case_0000', 'P0000', 1), ('case_0001', 'P0001', 0), ('case_0002', 'P0002', 2)]
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")

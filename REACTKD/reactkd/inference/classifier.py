@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,48 +19,30 @@ from reactkd.devices import is_out_of_memory, resolve_device
 from reactkd.errors import ModelPackageError, ReactKDError
 from reactkd.graph import RegionSet, head_region_labels
 from reactkd.inference.region_graph import case_regions, region_graph
+from reactkd.inference.result import ClassificationResult
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
+
+__all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
 
 
-@dataclass
-class ClassificationResult:
-    grade: str
-    class_index: int
-    class_names: list[str]
-    probabilities: dict[str, float]
-    attention_cbam: sitk.Image
-    attention_gradcam: sitk.Image
-    graph: dict
-    model: dict
-    device: str
-    inputs: list[str]
-    timings_ms: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-    preprocessed: PreprocessedCase | None = None
-
-    def to_json(self) -> dict:
-        return {"grade": self.grade, "class_index": self.class_index, "class_names": self.class_names,
-                "probabilities": self.probabilities, "model": self.model, "device": self.device,
-                "inputs": self.inputs, "timings_ms": self.timings_ms, "warnings": self.warnings}
-
-    @classmethod
-    def from_json(cls, summary: dict, attention_cbam: sitk.Image, attention_gradcam: sitk.Image,
-                  graph: dict) -> ClassificationResult:
-        """The inverse of `to_json` plus the maps and graph (what another process wrote, `read_outputs`)."""
-        fields = ("grade", "class_index", "class_names", "probabilities", "model", "device", "inputs", "timings_ms")
-        missing = [name for name in fields if name not in summary]
-        if missing:
-            raise ReactKDError(f"result summary lacks {', '.join(missing)}")
-        return cls(**{name: summary[name] for name in fields}, warnings=list(summary.get("warnings", [])),
-                   attention_cbam=attention_cbam, attention_gradcam=attention_gradcam, graph=graph)
-
-
 class Classifier:
     """A loaded model package ready to classify cases. Calls are serialised by a lock (the networks keep
-    their last attention map as state), so one instance may be shared between threads."""
+    their last attention map as state), so one instance may be shared between threads.
+
+    Args:
+        model_dir: a model package folder (default: the shipped CT student).
+        device: "auto" (CUDA when usable, else CPU), "cuda" or "cpu".
+
+    Example:
+        >>> from reactkd.cohort.synth import generate_case
+        >>> case = generate_case(seed=0, label=1)
+        >>> result = Classifier(device="cpu").classify(case.ct, case.mask)
+        >>> result.grade in ("well", "moderate", "poor"), round(sum(result.probabilities.values()), 6)
+        (True, 1.0)
+    """
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "auto") -> None:
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL

@@ -85,7 +85,7 @@ def grad_cam(adapter: GradCamAdapter):
 
     Grad-CAM proper averages each channel's gradient over space first, which is exact only for a head that
     averages the whole map; the region head pools inside tumour, ring and liver, so the spatial average smears
-    the evidence over the crop (0.000 of the map's mass in tumour + ring on the demo case, 2026-11-27). The
+    the evidence over the crop (on the demo case none of the map's mass fell in tumour + ring; docs/results.md). The
     element-wise product keeps it where the head read it. MONAI's default post-processing maps (min, max) to
     (1, 0), flipping the map; it is replaced by the identity (callers scale to [0, 1]).
     """

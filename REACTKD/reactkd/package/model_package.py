@@ -9,7 +9,6 @@ answer is sealed when the package is saved (`save_package`, or `reactkd seal` af
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -157,8 +156,9 @@ def metadata_problems(metadata: dict) -> list[str]:
     """What is wrong with the metadata's values (types and bounds), one message per problem; [] when fine.
     Architecture sizes are bounded when the network is built (`build_model`), preprocessing by
     `PreprocessConfig`."""
+    from reactkd.graph.settings import RECORDED_LOSS_KEYS, GraphSettings
     from reactkd.preprocessing import PreprocessConfig
-    from reactkd.training.config import GraphConfig
+    from reactkd.training.config import rgd_problems
     from reactkd.vocabulary import MODALITIES
 
     problems = []
@@ -175,22 +175,32 @@ def metadata_problems(metadata: dict) -> list[str]:
         PreprocessConfig.from_dict(metadata.get("preprocessing"))
     except (TypeError, ValueError, ReactKDError) as exc:
         problems.append(f"invalid preprocessing settings in metadata ({exc})")
+    # The graph settings (GraphSettings) and, recorded beside them, the RGD loss settings of the training.
     graph = metadata.get("graph", {})
-    limits = {"max_tumours": (1, 64), "liver_parcels": (1, 64), "ring_mm": (0, 50), "gw_epsilon": (1e-4, 10),
-              "edge_weight": (0, 100)}
-    if not isinstance(graph, dict) or set(map(str, graph)) - {f.name for f in dataclasses.fields(GraphConfig)}:
-        problems.append(f"graph must be a mapping of {', '.join(limits)}")
+    if not isinstance(graph, dict) or set(map(str, graph)) - {*GraphSettings.keys(), *RECORDED_LOSS_KEYS}:
+        problems.append(f"graph must be a mapping of {', '.join((*GraphSettings.keys(), *RECORDED_LOSS_KEYS))}")
     else:
-        for key, value in graph.items():
-            low, high = limits[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
-                    or (key in ("max_tumours", "liver_parcels") and not float(value).is_integer()):
-                problems.append(f"graph.{key} must be a number in [{low}, {high}], got {str(value)[:40]}")
+        problems += GraphSettings.problems({k: v for k, v in graph.items() if k not in RECORDED_LOSS_KEYS})
+        problems += rgd_problems({k: v for k, v in graph.items() if k in RECORDED_LOSS_KEYS}, prefix="graph.")
     return problems
 
 
 def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPackage:
-    """Verify and load a package; the network comes back in eval mode on `device`."""
+    """Verify and load a package; the network comes back in eval mode on `device`.
+
+    Args:
+        model_dir: folder holding model.safetensors and metadata.json.
+        device: where the weights go ("cpu", "cuda", "cuda:1").
+
+    Raises:
+        ModelPackageError: missing files, a checksum mismatch, a pickle, unsealed or invalid metadata.
+
+    Example:
+        >>> from reactkd.vocabulary import DATA_DIR
+        >>> package = load_package(DATA_DIR / "models" / "reactkd-demo-student")
+        >>> package.name, package.metadata["input_modalities"], package.model.training
+        ('reactkd-demo-student', ['ct'], False)
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -202,7 +212,7 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
         raise ModelPackageError(f"{model_dir}: invalid metadata: " + "; ".join(problems))
     arguments = metadata["architecture_args"]
     if isinstance(arguments, dict) and "head" not in arguments:
-        # Packages made before the region head (2026-11-27) all ended in global pooling: load them as such.
+        # Packages made before the region head all ended in global pooling: load them as such.
         arguments = {**arguments, "head": "global"}
     try:
         model = build_model(metadata["architecture"], **arguments)

@@ -47,7 +47,7 @@ from reactkd.scene.render import (
     offscreen_render_window,
     render_slice_png,
 )
-from reactkd.scene.report import write_classification_scene
+from reactkd.scene.classification_scene import write_classification_scene
 from reactkd.scene.volumes import add_volume, volume_array, volume_geometry, volume_to_image
 
 __all__ = [
