@@ -14,12 +14,8 @@ import pytest
 from reactkd.errors import ModelPackageError
 from reactkd.package import catalog as catalog_module
 from reactkd.package import model_package
-from reactkd.package.catalog import (
-    ModelCatalog,
-    default_user_file,
-    schema_problems,
-    validate_catalog_document,
-)
+from reactkd.package.catalog import ModelCatalog, default_user_file
+from reactkd.package.schema import SCHEMA_FILE, schema_problems, validate_catalog_document
 from reactkd.vocabulary import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,7 +187,7 @@ def test_get_unknown_lists_known_names(cat):
     {"schema_version": True, "models": []},
 ])
 def test_fallback_schema_checker_rejects_bad_documents(document):
-    schema = json.loads(catalog_module.SCHEMA_FILE.read_text())
+    schema = json.loads(SCHEMA_FILE.read_text())
     assert schema_problems(document, schema, schema)
     with pytest.raises(ModelPackageError):
         validate_catalog_document(document)

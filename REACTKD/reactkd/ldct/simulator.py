@@ -1,7 +1,7 @@
 """Low-dose CT simulation from a full-dose CT (METHOD.md, "Low-dose CT simulation").
 
 Per axial slice: HU -> linear attenuation mu = MU_WATER * (1 + HU / 1000) (>= 0) -> parallel-beam sinogram of
-line integrals p (physical mm, see `ldct_projector`) -> expected counts lam = I0 * dose * exp(-p) -> Poisson
+line integrals p (physical mm, see `reactkd.ldct.projector`) -> expected counts lam = I0 * dose * exp(-p) -> Poisson
 counts (plus optional Gaussian electronic noise), clamped at MIN_COUNTS -> p_noisy = -log(counts / (I0 * dose))
 -> filtered back-projection -> HU. All slices of a volume go through the projector in chunks, as one batch.
 
