@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reactkd.errors import MaskError
+from reactkd.errors import ConfigError, MaskError
 from reactkd.graph import (
+    GraphSettings,
     build_regions,
     collate_regions,
     edge_weights,
@@ -179,3 +180,56 @@ def test_edge_weights_and_strongest_edges():
     edges = strongest_edges(weights[0], k=1, node_mask=mask[0])
     assert [(i, j) for i, j, _ in edges] == [(0, 1), (1, 2)]
     assert edges[0][2] >= edges[1][2]
+
+
+# --------------------------------------------------------------------------- settings
+def test_graph_settings_are_the_one_home_of_the_defaults():
+    import inspect
+    import json
+
+    from reactkd.graph.settings import RECORDED_LOSS_KEYS
+    from reactkd.losses import RGD_LIMITS
+    from reactkd.training.config import TrainConfig
+    from reactkd.vocabulary import DATA_DIR
+
+    settings = GraphSettings()
+    signature = inspect.signature(build_regions)
+    assert {key: signature.parameters[key].default for key in GraphSettings.keys()} == settings.to_dict()
+    assert TrainConfig().graph == settings
+    assert tuple(RGD_LIMITS) == RECORDED_LOSS_KEYS  # what a package records beside its graph settings
+    for metadata in sorted((DATA_DIR / "models").glob("*/metadata.json")):  # the shipped packages
+        graph = json.loads(metadata.read_text())["graph"]
+        assert GraphSettings.from_metadata(graph).to_dict() == {k: graph[k] for k in GraphSettings.keys()}
+
+
+@pytest.mark.parametrize("values, pattern", [
+    ({"max_tumours": 100}, r"graph\.max_tumours must be a number in \[1, 64\], a whole one, got 100"),
+    ({"max_tumours": 0}, "graph.max_tumours"),
+    ({"liver_parcels": 2.5}, "graph.liver_parcels"),
+    ({"liver_parcels": True}, "graph.liver_parcels"),
+    ({"ring_mm": -1.0}, r"graph\.ring_mm must be a number in \[0, 50\]"),
+    ({"ring_mm": float("nan")}, "graph.ring_mm"),
+    ({"ring_mm": "5"}, "graph.ring_mm"),
+])
+def test_graph_settings_refuse_values_out_of_bounds(values, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        GraphSettings(**values)
+    with pytest.raises(ConfigError, match=pattern):
+        GraphSettings.from_dict(values)
+    assert GraphSettings.problems(values)
+
+
+def test_graph_settings_round_trip_and_unknown_keys():
+    settings = GraphSettings(max_tumours=64.0, liver_parcels=1, ring_mm=0)
+    assert settings.to_dict() == {"max_tumours": 64, "liver_parcels": 1, "ring_mm": 0.0}
+    assert type(settings.max_tumours) is int and type(settings.ring_mm) is float
+    assert GraphSettings.from_dict(settings.to_dict()) == settings
+    assert GraphSettings.from_dict(None) == GraphSettings.from_dict({}) == GraphSettings()
+    with pytest.raises(ConfigError, match="graph must be a mapping of max_tumours, liver_parcels, ring_mm"):
+        GraphSettings.from_dict({"rings": 2})
+    with pytest.raises(ConfigError, match="graph must be a mapping"):
+        GraphSettings.from_dict({"gw_epsilon": 0.05})  # a loss setting: only a package's metadata records it
+    recorded = {"max_tumours": 4, "gw_epsilon": 0.05, "edge_weight": 1.0}
+    assert GraphSettings.from_metadata(recorded) == GraphSettings(max_tumours=4)
+    with pytest.raises(AttributeError):
+        settings.max_tumours = 3  # frozen

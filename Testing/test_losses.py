@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from reactkd.errors import ConfigError
 from reactkd.graph import node_features, soft_region_masks
 from reactkd.losses import (
+    LOSSES,
     GWOptions,
-    LossWeights,
     classification_loss,
+    cross_entropy,
     focal_loss,
     graph_distances,
     gromov_wasserstein_batch,
@@ -22,6 +23,7 @@ from reactkd.losses import (
     rgd_loss,
     total_loss,
 )
+from reactkd.training.config import load_config
 
 DEVICES_TO_COMPARE = ("cpu", "cuda")
 TIGHT = GWOptions(epsilon=0.05, max_iter=300, tol=1e-10, max_iter_inner=300, tol_inner=1e-11)
@@ -209,13 +211,33 @@ def test_rgd_teacher_availability_and_weights():
 
 def test_total_loss_and_weights():
     cls, kd, rgd = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)
-    assert total_loss(cls, kd, rgd).item() == pytest.approx(0.3 * 1 + 0.7 * 2 + 4.0)
-    weights = LossWeights(alpha=0.5, lambda_g=0.25)
-    assert weights.total(cls, kd, rgd).item() == pytest.approx(0.5 + 1.0 + 1.0)
-    with pytest.raises(ConfigError):
-        LossWeights(alpha=1.5)
-    with pytest.raises(ConfigError):
-        LossWeights(classification="svm")
+    terms = {"cls": cls, "kd": kd, "rgd": rgd}
+    assert total_loss(terms, load_config().loss_weights()).item() == pytest.approx(0.3 * 1 + 0.7 * 2 + 4.0)
+    config = load_config(alpha=0.5, lambda_graph=0.25)
+    assert total_loss(terms, config.loss_weights()).item() == pytest.approx(0.5 + 1.0 + 1.0)
+    with pytest.raises(ConfigError, match="alpha"):
+        load_config(alpha=1.5)
+    with pytest.raises(ConfigError, match="loss must be"):
+        load_config(loss="svm")
+    with pytest.raises(ValueError, match="no value for the loss term"):
+        total_loss({"cls": cls}, config.loss_weights())
+
+
+def test_total_loss_is_bitwise_the_written_out_sum():
+    """The registry-and-weights sum gives the very float of (1 - alpha) * cls + alpha * kd + lambda_g * rgd."""
+    values = torch.rand(3, 200, generator=gen(40), dtype=torch.float32) * 10
+    for alpha, lambda_g in ((0.7, 1.0), (0.3, 0.37), (0.123, 2.5), (0.0, 0.0), (1.0, 0.1)):
+        weights = load_config(alpha=alpha, lambda_graph=lambda_g).loss_weights()
+        for cls, kd, rgd in values.T:
+            expected = (1.0 - alpha) * cls + alpha * kd + lambda_g * rgd
+            assert torch.equal(total_loss({"cls": cls, "kd": kd, "rgd": rgd}, weights), expected)
+
+
+def test_loss_registry():
+    assert LOSSES["focal"] is focal_loss and LOSSES["ce"] is cross_entropy
+    assert LOSSES["kd"] is kd_loss and LOSSES["rgd"] is rgd_loss
+    logits, target = torch.randn(5, 3, generator=gen(41)), torch.tensor([0, 1, 2, 1, 0])
+    assert torch.equal(classification_loss("focal", logits, target, gamma=1.5), focal_loss(logits, target, gamma=1.5))
 
 
 @pytest.mark.gpu

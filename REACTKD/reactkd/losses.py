@@ -1,12 +1,15 @@
 """Training losses: classification (focal / cross-entropy), multi-teacher logit distillation (KD) and region
 graph distillation (RGD: Gromov-Wasserstein between intra-graph distance matrices plus an edge term).
 
-All losses are batched torch code (CPU or GPU); none loops over samples in Python.
+All losses are batched torch code (CPU or GPU); none loops over samples in Python. ``LOSSES`` names them
+(the training config's ``loss:`` picks the classification one) and ``total_loss`` sums the terms by the
+weights the config gives (``TrainConfig.loss_weights``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ot
@@ -22,6 +25,28 @@ from reactkd.graph.pooling import edge_weights
 #: the plan's padded rows/columns are zeroed before the value is computed, so padding has no effect.
 PAD_MASS = 1e-20
 
+#: Classification losses (the training config's ``loss:``), all in ``LOSSES``.
+CLASSIFICATION_LOSSES = ("focal", "ce")
+#: Inclusive bounds of the region graph distillation settings (the training config's ``gw_epsilon`` and
+#: ``edge_weight``, which a package's metadata also records beside its graph settings).
+RGD_LIMITS: dict[str, tuple[float, float]] = {"gw_epsilon": (1e-4, 10.0), "edge_weight": (0.0, 100.0)}
+
+
+def rgd_problems(values: Mapping, prefix: str = "") -> list[str]:
+    """What is wrong with region graph distillation settings (``RGD_LIMITS``), one message per problem.
+
+    Example:
+        >>> rgd_problems({"gw_epsilon": 0.05, "edge_weight": -1})
+        ['edge_weight must be a number in [0, 100], got -1']
+    """
+    problems = []
+    for key, value in values.items():
+        low, high = RGD_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            problems.append(f"{prefix}{key} must be a number in [{low:g}, {high:g}], got {str(value)[:40]}")
+    return problems
+
 
 # --------------------------------------------------------------------------- classification
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
@@ -30,6 +55,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
 
     With class weights the mean is normalised by the summed weights of the targets, as
     ``F.cross_entropy`` does, so ``gamma=0`` gives exactly the (weighted) cross-entropy.
+
+    Example:
+        >>> logits, target = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 1])
+        >>> round(focal_loss(logits, target).item(), 4)
+        0.0516
+        >>> torch.equal(focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target))
+        True
     """
     log_p = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
     # -expm1(log p) is 1 - p without the cancellation of 1 - exp(log p) for confident samples.
@@ -40,18 +72,29 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     return (loss * w).sum() / w.sum()
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  gamma: float | None = None) -> torch.Tensor:
+    """(Weighted) cross-entropy, mean over the batch. ``gamma`` is accepted (and ignored) so that every
+    classification loss of ``LOSSES`` takes the same arguments."""
     return F.cross_entropy(logits, target, weight=weight)
 
 
 def classification_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
                         weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``kind`` "focal" (gamma) or "ce"."""
-    if kind == "focal":
-        return focal_loss(logits, target, gamma=gamma, weight=weight)
-    if kind == "ce":
-        return cross_entropy(logits, target, weight=weight)
-    raise ConfigError(f"unknown classification loss {kind!r} (use 'focal' or 'ce')")
+    """The classification loss ``kind`` of ``LOSSES``: "focal" (with ``gamma``) or "ce".
+
+    Example:
+        >>> logits, target = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 1])
+        >>> round(classification_loss("ce", logits, target).item(), 4)
+        0.3606
+        >>> classification_loss("hinge", logits, target)
+        Traceback (most recent call last):
+        ...
+        reactkd.errors.ConfigError: unknown classification loss 'hinge' (use 'focal' or 'ce')
+    """
+    if kind not in CLASSIFICATION_LOSSES:
+        raise ConfigError(f"unknown classification loss {kind!r} (use 'focal' or 'ce')")
+    return LOSSES[kind](logits, target, gamma=gamma, weight=weight)
 
 
 # --------------------------------------------------------------------------- teacher mixing
@@ -88,6 +131,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     ``teacher_logits`` (T, B, K) (or (B, K) for one teacher); ``teacher_available`` (T, B) bool. The mix is
     the per-sample weighted average of the available teachers' softened probabilities (weights renormalised
     per sample). Teachers are frozen: their logits are detached. Zero when no sample has a teacher.
+
+    Example:
+        >>> student = torch.tensor([[1.0, 0.0, 0.0]])
+        >>> teachers = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])  # (T=2, B=1, K=3)
+        >>> round(kd_loss(student, teachers).item(), 4)  # against the even mix of both teachers
+        0.0898
+        >>> round(kd_loss(student, teachers, teacher_weights=[1.0, 0.0]).item(), 4)  # the first alone: same logits
+        0.0
     """
     if teacher_logits.ndim == 2:
         teacher_logits = teacher_logits[None]
@@ -237,6 +288,14 @@ def rgd_loss(student_nodes: torch.Tensor, teacher_nodes: torch.Tensor | Sequence
     ``node_mask`` (B, N) marks real nodes. Per sample, the available teachers' terms are averaged with
     ``teacher_weights`` renormalised (like ``kd_loss``); the result is the mean over samples that have a
     teacher (0 if none). Teacher features are detached (frozen teachers). Identical graphs give 0.
+
+    Example:
+        >>> nodes = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]])  # one graph of 3 nodes, 2 features
+        >>> node_mask = torch.ones(1, 3, dtype=torch.bool)
+        >>> rgd_loss(nodes, nodes, node_mask).item()
+        0.0
+        >>> bool(rgd_loss(nodes, nodes.flip(1) * torch.tensor([1.0, 2.0]), node_mask) > 0)
+        True
     """
     teachers = [teacher_nodes] if isinstance(teacher_nodes, torch.Tensor) else list(teacher_nodes)
     for t in teachers:
@@ -250,37 +309,30 @@ def rgd_loss(student_nodes: torch.Tensor, teacher_nodes: torch.Tensor | Sequence
     return _mean_over((mix_w * per_teacher).sum(dim=0), has_teacher)
 
 
-# --------------------------------------------------------------------------- total
-def total_loss(cls: torch.Tensor, kd: torch.Tensor, rgd: torch.Tensor, alpha: float = 0.7,
-               lambda_g: float = 1.0) -> torch.Tensor:
-    """(1 - alpha) * cls + alpha * kd + lambda_g * rgd."""
-    return (1.0 - alpha) * cls + alpha * kd + lambda_g * rgd
+# --------------------------------------------------------------------------- registry and total
+#: Loss functions by the name a config gives them: the classification losses (``loss: focal | ce``) and
+#: the student's distillation terms.
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"focal": focal_loss, "ce": cross_entropy, "kd": kd_loss,
+                                                  "rgd": rgd_loss}
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Every weight and setting of the training objective (defaults: METHOD.md)."""
+def total_loss(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """Sum of weight * term over the terms ``weights`` names, in its order (left to right, so the float
+    result is that of the written-out sum); for the student ``TrainConfig.loss_weights()``:
+    (1 - alpha) * cls + alpha * kd + lambda_graph * rgd.
 
-    alpha: float = 0.7  # KD share against classification
-    lambda_g: float = 1.0  # RGD weight
-    temperature: float = 2.0
-    classification: str = "focal"  # or "ce"
-    focal_gamma: float = 2.0
-    class_weights: tuple[float, ...] | None = None
-    teacher_weights: tuple[float, ...] | None = None  # KD and RGD teacher mix; None = equal
-    gw_weight: float = 1.0
-    edge_weight: float = 1.0
-    gw_epsilon: float = 0.05
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0 or self.gw_epsilon <= 0:
-            raise ConfigError("temperature and gw_epsilon must be positive")
-        if min(self.lambda_g, self.gw_weight, self.edge_weight, self.focal_gamma) < 0:
-            raise ConfigError("loss weights must be non-negative")
-        if self.classification not in ("focal", "ce"):
-            raise ConfigError(f"unknown classification loss {self.classification!r} (use 'focal' or 'ce')")
-
-    def total(self, cls: torch.Tensor, kd: torch.Tensor, rgd: torch.Tensor) -> torch.Tensor:
-        return total_loss(cls, kd, rgd, alpha=self.alpha, lambda_g=self.lambda_g)
+    Example:
+        >>> terms = {"cls": torch.tensor(1.0), "kd": torch.tensor(2.0), "rgd": torch.tensor(4.0)}
+        >>> total_loss(terms, {"cls": 0.3, "kd": 0.7, "rgd": 1.0})
+        tensor(5.7000)
+    """
+    if not weights:
+        raise ValueError("total_loss needs at least one weighted term")
+    missing = [name for name in weights if name not in terms]
+    if missing:
+        raise ValueError(f"total_loss: no value for the loss term(s) {', '.join(missing)} (got {', '.join(terms)})")
+    total = None
+    for name, weight in weights.items():
+        weighted = weight * terms[name]
+        total = weighted if total is None else total + weighted
+    return total

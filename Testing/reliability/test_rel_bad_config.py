@@ -13,7 +13,8 @@ from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import cuda_usable, resolve_device
 from reactkd.errors import ConfigError, DeviceError, ManifestError
 from reactkd.ldct.simulator import simulate_low_dose_image
-from reactkd.training.config import load_config
+from reactkd.package.model_package import metadata_problems
+from reactkd.training.config import config_to_dict, load_config
 
 HEADER = "case_id,patient_id,label,ct,pet_fdg,pet_act,mask"
 ROW = "c0,p0,poor,case0/ct.nii.gz,,,case0/mask.nii.gz"
@@ -87,6 +88,15 @@ CONFIG_CASES = {
     "negative-focal-gamma": ("focal_gamma: -1.0\n", "focal_gamma in \\[0, 10\\]"),
     "nan-dose": ("doses: [.nan]\n", "doses"),
     "absurd-epochs": ("epochs: 1000000000\n", "epochs"),
+    # Graph and RGD settings a model package could not be loaded with: refused before training (issue 22).
+    "too-many-tumours": ("graph: {max_tumours: 100}\n", r"graph\.max_tumours must be a number in \[1, 64\]"),
+    "no-liver-parcels": ("graph: {liver_parcels: 0}\n", r"graph\.liver_parcels must be a number in \[1, 64\]"),
+    "huge-ring": ("graph: {ring_mm: 80.0}\n", r"graph\.ring_mm must be a number in \[0, 50\]"),
+    "nan-ring": ("graph: {ring_mm: .nan}\n", r"graph\.ring_mm must be a number"),
+    "huge-gw-epsilon": ("gw_epsilon: 100.0\n", r"gw_epsilon must be a number in \[0\.0001, 10\]"),
+    "negative-edge-weight": ("edge_weight: -1.0\n", r"edge_weight must be a number in \[0, 100\]"),
+    "old-place-out-of-range": ("graph: {gw_epsilon: 0.0}\n", r"gw_epsilon must be a number"),
+    "loss-key-in-both-places": ("edge_weight: 1.0\ngraph: {edge_weight: 2.0}\n", "both at the top level and in graph"),
     "long-bad-value": ("epochs: [" + ",".join(["1"] * 5000) + "]\n", "must be of type int, got \\[1, 1,.*\\.\\.\\.$"),
 }
 
@@ -101,6 +111,27 @@ def test_load_config_refuses(case_id, tmp_path):
         load_config(path)
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
     assert not marker.exists()  # safe_load never constructs Python objects
+
+
+def test_rgd_keys_in_their_former_place_still_load(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("graph: {max_tumours: 4, gw_epsilon: 0.1, edge_weight: 0.5}\n")
+    config = load_config(path)
+    assert (config.gw_epsilon, config.edge_weight, config.graph.max_tumours) == (0.1, 0.5, 4)
+    assert config_to_dict(config)["graph"] == {"max_tumours": 4, "liver_parcels": 8, "ring_mm": 5.0}
+
+
+@pytest.mark.parametrize("text", ["graph: {max_tumours: 64, liver_parcels: 1, ring_mm: 0.0}\n",
+                                  "graph: {max_tumours: 1, liver_parcels: 64, ring_mm: 50.0}\n",
+                                  "gw_epsilon: 1.0e-4\nedge_weight: 100.0\n", "gw_epsilon: 10.0\nedge_weight: 0.0\n"])
+def test_a_config_that_loads_makes_a_loadable_package(text, tmp_path):
+    """The bounds a package's metadata is checked against are the config's: the extremes pass both."""
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    metadata = {"name": "x", "version": "1", "architecture": "student", "input_modalities": ["ct"], "architecture_args": {},
+                "preprocessing": config.preprocess_config().to_dict(), "graph": config.package_graph()}
+    assert metadata_problems(metadata) == []
 
 
 def test_missing_config_file(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from reactkd.cli.main import main
 from reactkd.cohort.cache import cohort_cache_dir, load_cohort
 from reactkd.cohort.manifest import read_manifest
+from reactkd.graph import GraphSettings
 from reactkd.preprocessing import PreprocessConfig
-from reactkd.training.config import GraphConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def cohort(tmp_path_factory):
 def test_a_damaged_cache_is_rebuilt(damage, cohort, tmp_path):
     records, _ = cohort
     cache = tmp_path / "cache"
-    settings = PreprocessConfig(grid=(8, 16, 16)), GraphConfig(max_tumours=2, liver_parcels=2)
+    settings = PreprocessConfig(grid=(8, 16, 16)), GraphSettings(max_tumours=2, liver_parcels=2)
     reference = load_cohort(records, *settings, cache_dir=cache)
     (file,) = cache.glob("cohort-*.npz")
     data = file.read_bytes()

@@ -58,8 +58,8 @@ def test_student_loss_uses_each_cases_own_teacher_targets(setting):
     student_nodes = node_features(out.features, soft_region_masks(batch["node_index"], mask.shape[1],
                                                                   out.features.shape[2:]))
     expected_rgd = rgd_loss(student_nodes, [t[own, :mask.shape[1]] for t in targets.nodes], mask,
-                            targets.usable[own].transpose(0, 1), weights, epsilon=config.graph.gw_epsilon,
-                            edge_weight=config.graph.edge_weight)
+                            targets.usable[own].transpose(0, 1), weights, epsilon=config.gw_epsilon,
+                            edge_weight=config.edge_weight)
     torch.testing.assert_close(terms["kd"], expected_kd)
     torch.testing.assert_close(terms["rgd"], expected_rgd)
     # The targets of the batch positions (cases 0, 1, 2) give another loss: the lookup is what is tested.

@@ -15,10 +15,10 @@ from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import resolve_device
 from reactkd.errors import ConfigError
 from reactkd.evaluation.report import write_evaluation_report
+from reactkd.graph.settings import GraphSettings
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.progress import Progress
-from reactkd.training.config import GraphConfig
 
 SUBSETS = {"ct": (True, False, False), "ct+fdg": (True, True, False), "ct+act": (True, False, True),
            "all": (True, True, True)}
@@ -105,7 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
                               f"it was trained on: use --fold {split.fold} --folds {split.folds}")
         records = [records[i] for i in split.held_out(records, str(args.manifest))]
     preprocess = PreprocessConfig.from_dict(meta["preprocessing"])
-    graph = GraphConfig(**meta.get("graph", {}))
+    graph = GraphSettings.from_metadata(meta.get("graph"))
     cohort = load_cohort(records, preprocess, graph, cache_dir=cohort_cache_dir(args.manifest),
                          progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
     labels = cohort.labels.numpy()

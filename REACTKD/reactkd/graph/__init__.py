@@ -10,8 +10,10 @@ from reactkd.graph.pooling import (
     strongest_edges,
 )
 from reactkd.graph.regions import RegionSet, build_regions, head_region_labels
+from reactkd.graph.settings import GraphSettings
 
 __all__ = [
+    "GraphSettings",
     "RegionSet",
     "build_regions",
     "collate_regions",

@@ -30,8 +30,18 @@ from sklearn.cluster import KMeans
 from threadpoolctl import ThreadpoolController
 
 from reactkd.errors import MaskError
+from reactkd.graph.settings import GraphSettings
+from reactkd.vocabulary import (
+    BACKGROUND_CODE,
+    FIRST_TUMOUR_LABEL,
+    LIVER_CODE,
+    LIVER_LABEL,
+    RING_LABEL,
+    TUMOUR_CODE,
+)
 
-BACKGROUND, LIVER, TUMOUR = 0, 1, 2
+#: Codes of the input label map (``reactkd.vocabulary``).
+BACKGROUND, LIVER, TUMOUR = BACKGROUND_CODE, LIVER_CODE, TUMOUR_CODE
 #: Voxels drawn (seeded) from the parenchyma to fit k-means; all voxels are then assigned to the centres.
 KMEANS_SAMPLE = 5_000
 
@@ -163,15 +173,26 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def build_regions(label_map: np.ndarray, spacing_zyx: tuple[float, float, float], max_tumours: int = 8,
-                  liver_parcels: int = 8, ring_mm: float = 5.0, index_to_physical: np.ndarray | None = None,
+def build_regions(label_map: np.ndarray, spacing_zyx: tuple[float, float, float],
+                  max_tumours: int = GraphSettings.max_tumours, liver_parcels: int = GraphSettings.liver_parcels,
+                  ring_mm: float = GraphSettings.ring_mm, index_to_physical: np.ndarray | None = None,
                   allow_no_tumour: bool = False, random_state: int = 0) -> RegionSet:
     """Split a label map (0 background, 1 liver, 2 tumour; (z, y, x)) into tumour, ring and liver-parcel nodes.
 
     ``spacing_zyx`` is the voxel size in mm in array order. ``index_to_physical`` (4x4, continuous index
     (x, y, z, 1) -> LPS mm, e.g. ``Geometry.index_to_physical()``) adds physical centroids. Raises MaskError for
     an empty liver, or an empty tumour unless ``allow_no_tumour`` (then the graph has liver parcels only).
-    Deterministic: the same label map always gives the same nodes in the same order.
+    Deterministic: the same label map always gives the same nodes in the same order. The defaults are
+    ``GraphSettings``'; callers with settings pass ``**settings.to_dict()``.
+
+    Example:
+        >>> label_map = np.ones((4, 6, 6), np.int16)  # all liver ...
+        >>> label_map[1:3, 1:3, 1:3] = 2  # ... around one 8-voxel tumour
+        >>> regions = build_regions(label_map, (1.0, 1.0, 1.0), liver_parcels=2, ring_mm=1.0)
+        >>> regions.labels, regions.kinds
+        (['T1', 'R1', 'L1', 'L2'], ['tumour', 'ring', 'liver', 'liver'])
+        >>> regions.node_index.shape, int(regions.node_index.max()), float(regions.volumes_ml[0])
+        ((4, 6, 6), 3, 0.008)
     """
     full = _check_inputs(label_map, spacing_zyx)
     spacing_zyx = tuple(float(s) for s in spacing_zyx)
@@ -224,10 +245,12 @@ def build_regions(label_map: np.ndarray, spacing_zyx: tuple[float, float, float]
 
 
 def head_region_labels(regions: RegionSet) -> np.ndarray:
-    """The region head's input from a region set: (z, y, x) int16, 0 outside, 1 liver parenchyma (every
-    parcel), 2 peritumoral ring (every ring), 3 + k tumour node k (largest first)."""
+    """The region head's input from a region set: (z, y, x) int16, 0 outside, LIVER_LABEL (1) liver parenchyma
+    (every parcel), RING_LABEL (2) peritumoral ring (every ring), FIRST_TUMOUR_LABEL (3) + k tumour node k
+    (largest first); the codes are ``reactkd.vocabulary``'s."""
     kinds = np.asarray(regions.kinds)
     lookup = np.zeros(regions.n_nodes + 1, np.int16)  # slot 0 is "no node" (id -1 shifted by one)
     tumour_rank = np.cumsum(kinds == "tumour") - 1
-    lookup[1:] = np.where(kinds == "tumour", 3 + tumour_rank, np.where(kinds == "ring", 2, 1))
+    lookup[1:] = np.where(kinds == "tumour", FIRST_TUMOUR_LABEL + tumour_rank,
+                          np.where(kinds == "ring", RING_LABEL, LIVER_LABEL))
     return lookup[regions.node_index.astype(np.int64) + 1]

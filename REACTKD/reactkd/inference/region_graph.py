@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from reactkd.graph import (
+    GraphSettings,
     RegionSet,
     build_regions,
     edge_weights,
@@ -18,11 +19,13 @@ from reactkd.preprocessing import PreprocessedCase
 EDGES_PER_NODE = 3
 
 
-def case_regions(case: PreprocessedCase, settings: dict) -> RegionSet:
-    """The case's region nodes on the model grid (the same as training's), with physical centroids."""
+def case_regions(case: PreprocessedCase, settings: GraphSettings | dict) -> RegionSet:
+    """The case's region nodes on the model grid (the same as training's), with physical centroids.
+    ``settings``: GraphSettings, or a package's metadata ``graph`` mapping (missing keys take the defaults)."""
+    if not isinstance(settings, GraphSettings):
+        settings = GraphSettings.from_metadata(settings)
     spacing_zyx = tuple(reversed(case.grid.spacing))
-    return build_regions(case.label_map, spacing_zyx, max_tumours=settings.get("max_tumours", 8),
-                         liver_parcels=settings.get("liver_parcels", 8), ring_mm=settings.get("ring_mm", 5.0),
+    return build_regions(case.label_map, spacing_zyx, **settings.to_dict(),
                          index_to_physical=case.grid.index_to_physical())
 
 

@@ -1,16 +1,17 @@
 """Classification heads: global pooling (the paper's) and region-aware pooling (ours, the default).
 
 After the liver crop a tumour covers under 1 % of the grid, so a global average dilutes it away (the PET/CT
-teacher stayed at 0.68 macro AUC with it, 2026-11-27). The region head pools each encoder scale inside three
+teacher stayed at 0.68 macro AUC with it). The region head pools each encoder scale inside three
 region kinds (tumour(s), peritumoral ring, remaining liver) with the same masked average the region graph
 uses (``reactkd.graph.pooling``), adds global pooling of the deepest map and size descriptors the mask
 carries, and ends in a normalised linear layer. Next to the learned features it reads first-order intensity
 statistics of the input image inside the same regions (tumour and ring relative to the liver, spreads, share
 of low voxels): the cues a radiologist reads first. A network left to find a 5-25 HU contrast on its own
-through per-sample group norms did not (CT-only macro AUC 0.57, 2026-11-27; docs/results.md).
+through per-sample group norms did not (CT-only macro AUC 0.57; docs/results.md).
 
 Region input: a ``region_labels`` volume on the model grid, (B, D, H, W) integer, 0 outside every region,
-1 liver parenchyma, 2 peritumoral ring, 3 + k tumour component k (see ``graph.regions.head_region_labels``).
+1 liver parenchyma, 2 peritumoral ring, 3 + k tumour component k (``reactkd.vocabulary``'s LIVER_LABEL, RING_LABEL,
+FIRST_TUMOUR_LABEL; see ``graph.regions.head_region_labels``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import torch
 from torch import nn
 
 from reactkd.graph.pooling import node_features, soft_region_mask_pyramid
-from reactkd.vocabulary import HEADS
+from reactkd.vocabulary import FIRST_TUMOUR_LABEL, HEADS, LIVER_LABEL, RING_LABEL
 
 REGION_KINDS = ("tumour", "ring", "liver")
 #: Size descriptors: tumour share of the organ, its log, ring share, log(1 + tumour count).
 N_DESCRIPTORS = 4
-LIVER_LABEL, RING_LABEL, FIRST_TUMOUR_LABEL = 1, 2, 3
 #: Intensity descriptors per input channel: tumour and ring mean minus liver mean, tumour and liver spread,
 #: share of tumour voxels LOW_SHARE_UNITS below the liver mean (necrosis on CT).
 N_INTENSITY_DESCRIPTORS = 5
@@ -77,7 +77,7 @@ class LiverReference(nn.Module):
     the liver parenchyma, in units of CONTRAST_UNIT (20 HU for CT in the default window); 0 (the liver's
     level) everywhere else. Radiologists read HCC attenuation and uptake against the liver, and grade has
     nothing to do with fat or bone around it: with them in view, 62 % of the evidence map of a CT student lay
-    outside the organ (2026-11-27). The encoder and the region head's descriptors read this, and Grad-CAM
+    outside the organ. The encoder and the region head's descriptors read this, and Grad-CAM
     explains this layer, so its map (gradient x value) is evidence against the parenchyma. Without region
     labels (global head) the input passes unchanged."""
 

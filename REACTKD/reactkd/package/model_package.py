@@ -157,8 +157,8 @@ def metadata_problems(metadata: dict) -> list[str]:
     Architecture sizes are bounded when the network is built (`build_model`), preprocessing by
     `PreprocessConfig`."""
     from reactkd.graph.settings import RECORDED_LOSS_KEYS, GraphSettings
+    from reactkd.losses import rgd_problems
     from reactkd.preprocessing import PreprocessConfig
-    from reactkd.training.config import rgd_problems
     from reactkd.vocabulary import MODALITIES
 
     problems = []

@@ -1,5 +1,9 @@
 """Training configuration: typed dataclasses loaded from YAML with safe_load; unknown keys are an error.
 
+Configs that still give the region graph distillation settings ``gw_epsilon`` and ``edge_weight`` inside
+``graph:`` (their former place) load as if they were given at the top level. The graph settings' bounds are
+``reactkd.graph.GraphSettings``'; a config a model package could not be loaded with is refused here.
+
 Example (every key optional; these are the defaults, a test checks that they are):
 
     name: null             # package name prefix: <name>-<stage> (default reactkd-<stage>)
@@ -13,11 +17,14 @@ Example (every key optional; these are the defaults, a test checks that they are
     head: region           # region | global (the paper's global average pooling; for the ablation)
     balanced_batches: true # every batch draws the grades as evenly as the cohort allows
     inner_val_fraction: 0.2  # patient-grouped share of the training part that chooses the epoch
-    loss: focal            # focal | ce
+    # loss (reactkd.losses): total = (1 - alpha) * cls + alpha * kd + lambda_graph * rgd
+    loss: focal            # classification loss: focal | ce
     focal_gamma: 2.0
     class_weights: null    # e.g. [1.0, 1.5, 1.0]
     alpha: 0.7             # weight of logit KD (student)
     lambda_graph: 1.0      # weight of region graph distillation (student)
+    gw_epsilon: 0.05       # RGD: proximal step of the Gromov-Wasserstein solver
+    edge_weight: 1.0       # RGD: weight of the edge term next to the GW term
     temperature: 2.0
     teacher_weights: [0.5, 0.5]   # structure-function, dose-aware
     modality_dropout: 0.3
@@ -34,7 +41,7 @@ Example (every key optional; these are the defaults, a test checks that they are
       pet_liver_ratio_max: 6.0
       zscore: false
       min_liver_island_fraction: 0.05
-    graph: {max_tumours: 8, liver_parcels: 8, ring_mm: 5.0, gw_epsilon: 0.05, edge_weight: 1.0}
+    graph: {max_tumours: 8, liver_parcels: 8, ring_mm: 5.0}  # reactkd.graph.GraphSettings (bounds there)
     student: {init_filters: 16, blocks_down: [1, 2, 2, 2]}  # any Student argument (reactkd.models.student)
     teacher: {feature_size: 48}  # any Swin teacher argument (reactkd.models.teachers)
 """
@@ -50,17 +57,10 @@ from pathlib import Path
 import yaml
 
 from reactkd.errors import ConfigError, ReactKDError
+from reactkd.graph.settings import RECORDED_LOSS_KEYS, GraphSettings
+from reactkd.losses import CLASSIFICATION_LOSSES, RGD_LIMITS, rgd_problems
 from reactkd.preprocessing import PreprocessConfig
-from reactkd.vocabulary import HEADS
-
-
-@dataclass
-class GraphConfig:
-    max_tumours: int = 8
-    liver_parcels: int = 8
-    ring_mm: float = 5.0
-    gw_epsilon: float = 0.05
-    edge_weight: float = 1.0
+from reactkd.vocabulary import HEADS, TEACHER_DOSE, TEACHER_SF
 
 
 @dataclass
@@ -81,6 +81,8 @@ class TrainConfig:
     class_weights: list[float] | None = None
     alpha: float = 0.7
     lambda_graph: float = 1.0
+    gw_epsilon: float = 0.05
+    edge_weight: float = 1.0
     temperature: float = 2.0
     teacher_weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
     modality_dropout: float = 0.3
@@ -89,15 +91,25 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     preprocessing: dict = field(default_factory=dict)
-    graph: GraphConfig = field(default_factory=GraphConfig)
+    graph: GraphSettings = field(default_factory=GraphSettings)
     student: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
 
     def stage_learning_rate(self, stage: str) -> float:
         """Peak learning rate of a stage: the Swin teachers tolerate (and need) a higher one than the student."""
-        if stage.startswith("teacher") and self.teacher_learning_rate is not None:
+        if stage in (TEACHER_SF, TEACHER_DOSE) and self.teacher_learning_rate is not None:
             return self.teacher_learning_rate
         return self.learning_rate
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each loss term of the student (``reactkd.losses.total_loss`` sums them in this order);
+        the teachers' loss is the classification term alone."""
+        return {"cls": 1.0 - self.alpha, "kd": self.alpha, "rgd": self.lambda_graph}
+
+    def package_graph(self) -> dict:
+        """A model package's metadata ``graph`` mapping: the graph settings and, recorded beside them, the
+        region graph distillation settings of the training (``RECORDED_LOSS_KEYS``)."""
+        return {**self.graph.to_dict(), **{key: getattr(self, key) for key in RECORDED_LOSS_KEYS}}
 
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig.from_dict(self.preprocessing)
@@ -112,7 +124,7 @@ class TrainConfig:
             problems.append(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not 0.05 <= self.inner_val_fraction <= 0.5:
             problems.append("inner_val_fraction must lie in [0.05, 0.5]")
-        if self.loss not in ("focal", "ce"):
+        if self.loss not in CLASSIFICATION_LOSSES:
             problems.append(f"loss must be 'focal' or 'ce', got {self.loss!r}")
         if not 0 <= self.alpha <= 1:
             problems.append("alpha must lie in [0, 1]")
@@ -120,6 +132,7 @@ class TrainConfig:
                     "modality_dropout", "inner_val_fraction"):
             if not math.isfinite(getattr(self, key)):
                 problems.append(f"{key} must be a finite number")
+        problems += rgd_problems({key: getattr(self, key) for key in RGD_LIMITS})
         if not 0 < self.temperature <= 100 or not 0 < self.learning_rate <= 1:
             problems.append("temperature must lie in (0, 100] and learning_rate in (0, 1]")
         if self.teacher_learning_rate is not None and not 0 < self.teacher_learning_rate <= 1:
@@ -183,7 +196,6 @@ def _from_mapping(cls, data: dict, prefix: str = ""):
 
 MAX_CONFIG_BYTES = 256 * 1024
 MIN_DOSE = 1e-3  # 0.1 % of the full dose: far below any clinical protocol; smaller values underflow in float32
-MAX_ALIASES = 100  # a real config needs a handful; "billion laughs" needs thousands of expansions
 
 
 MAX_EXPANDED_NODES = 100_000
@@ -219,6 +231,20 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _moved_loss_keys(data: dict) -> dict:
+    """The config with the RGD loss keys a ``graph:`` section still carries (their former place) moved to the
+    top level; ConfigError when both places give one of them."""
+    graph = data.get("graph")
+    if not isinstance(graph, dict) or not set(graph) & set(RECORDED_LOSS_KEYS):
+        return data
+    moved = {key: graph[key] for key in RECORDED_LOSS_KEYS if key in graph}
+    twice = sorted(set(moved) & set(data))
+    if twice:
+        raise ConfigError(f"config key(s) {', '.join(twice)} given both at the top level and in graph "
+                          "(their former place): give them at the top level only")
+    return {**data, **moved, "graph": {k: v for k, v in graph.items() if k not in RECORDED_LOSS_KEYS}}
+
+
 def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     """Load a YAML config (safe_load), apply keyword overrides that are not None, validate."""
     data: dict = {}
@@ -244,6 +270,7 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
         if bad_keys:
             raise ConfigError(f"{path}: config keys must be names, got {_short(bad_keys[0])}")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    data = _moved_loss_keys(data)
     config = _from_mapping(TrainConfig, data)
     config.validate()
     return config

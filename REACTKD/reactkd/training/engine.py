@@ -236,7 +236,7 @@ class Trainer:
             "class_names": list(CLASS_NAMES),
             "input_modalities": list(model.input_modalities),
             "preprocessing": preprocessing,
-            "graph": config_to_dict(self.config)["graph"],
+            "graph": self.config.package_graph(),
             "training": {**summary, "best_epoch": result.best_epoch, "best_val_macro_auc": result.best_auc,
                          "epochs_run": len(result.history), "history": result.history,
                          "config": config_to_dict(self.config)},

@@ -3,7 +3,7 @@
 - teacher-sf: structure-function teacher on PET/CT (cases with at least one PET), classification loss.
 - teacher-dose: dose-aware teacher on CT degraded on the fly by the low-dose simulator at a random dose
   per sample, classification loss.
-- student: CT student with modality dropout; loss = (1 - alpha) L_cls + alpha L_KD + lambda_g L_RGD against
+- student: CT student with modality dropout; loss = (1 - alpha) L_cls + alpha L_KD + lambda_graph L_RGD against
   both frozen teachers, whose outputs on the un-dropped inputs come from the teacher cache.
 """
 
@@ -18,6 +18,7 @@ from reactkd.losses import classification_loss, kd_loss, rgd_loss, total_loss
 from reactkd.models import apply_modality_dropout, build_model
 from reactkd.training.config import TrainConfig
 from reactkd.training.teacher_cache import TeacherTargets
+from reactkd.vocabulary import STUDENT, TEACHER_DOSE, TEACHER_SF
 
 CT_ONLY = torch.tensor([True, False, False])
 
@@ -57,7 +58,7 @@ class Stage:
 
 
 class StructureFunctionStage(Stage):
-    name = "teacher-sf"
+    name = TEACHER_SF
     unused_parameters = True  # a batch without acetate PET leaves the ACT branch unused
 
     def usable(self, cohort, indices):
@@ -66,7 +67,7 @@ class StructureFunctionStage(Stage):
 
 
 class DoseStage(Stage):
-    name = "teacher-dose"
+    name = TEACHER_DOSE
 
     def degraded_inputs(self, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
         doses_choice = torch.tensor(self.config.doses, device=batch["ct_hu"].device)
@@ -93,7 +94,7 @@ class StudentStage(Stage):
     by ``batch["case_index"]``): a step runs only the student. Without teachers (alpha = 0 and
     lambda_graph = 0) the loss is the classification term alone."""
 
-    name = "student"
+    name = STUDENT
 
     def __init__(self, model, config, targets: TeacherTargets | None = None) -> None:
         super().__init__(model, config)
@@ -126,16 +127,16 @@ class StudentStage(Stage):
         zero = cls.new_zeros(())
         kd = kd_loss(out.logits.float(), teacher_logits, ok, weights, config.temperature) if config.alpha > 0 \
             else zero
-        rgd = rgd_loss(student_nodes, teacher_nodes, node_mask, ok, weights, epsilon=config.graph.gw_epsilon,
-                       edge_weight=config.graph.edge_weight) if config.lambda_graph > 0 else zero
-        total = total_loss(cls, kd, rgd, alpha=config.alpha, lambda_g=config.lambda_graph)
-        return {"cls": cls, "kd": kd, "rgd": rgd, "total": total}
+        rgd = rgd_loss(student_nodes, teacher_nodes, node_mask, ok, weights, epsilon=config.gw_epsilon,
+                       edge_weight=config.edge_weight) if config.lambda_graph > 0 else zero
+        terms = {"cls": cls, "kd": kd, "rgd": rgd}
+        return {**terms, "total": total_loss(terms, config.loss_weights())}
 
 
 def make_stage(name: str, config: TrainConfig, targets: TeacherTargets | None = None) -> Stage:
     """Build the stage and its fresh network from the config (every network gets ``config.head``)."""
-    if name == "teacher-sf":
+    if name == TEACHER_SF:
         return StructureFunctionStage(build_model("sf_teacher", head=config.head, **config.teacher), config)
-    if name == "teacher-dose":
+    if name == TEACHER_DOSE:
         return DoseStage(build_model("dose_teacher", head=config.head, **config.teacher), config)
     return StudentStage(build_model("student", head=config.head, **config.student), config, targets)

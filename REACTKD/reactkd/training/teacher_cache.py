@@ -1,7 +1,7 @@
 """Frozen-teacher cache: each teacher's logits and region-node features, computed once per case.
 
 The teachers are frozen and always see the un-dropped inputs, so their outputs are the same every epoch;
-recomputing them made 84 % of a student step (2026-11-27). The cache is one safetensors file (never a
+recomputing them made 84 % of a student step. The cache is one safetensors file (never a
 pickle) beside the cohort cache, named by a key over the teacher packages' sha256, the cohort (manifest
 content, preprocessing, graph settings) and this format's version, so any change builds a new file. Its
 header carries the key and a sha256 of the tensors; a truncated, corrupted or foreign file is rebuilt,
