@@ -141,7 +141,9 @@ def test_old_slicer_gets_a_message_not_a_traceback():
 
 
 @pytest.mark.parametrize("relative", ["REACTKD/REACTKD.py", "REACTKD/REACTKDLib/logic.py", "REACTKD/REACTKDLib/self_test.py",
-                                      "REACTKDTraining/REACTKDTraining.py",
+                                      "REACTKD/REACTKDLib/widget.py", "REACTKD/REACTKDLib/parameters.py",
+                                      "REACTKDTraining/REACTKDTraining.py", "REACTKDTraining/REACTKDTrainingLib/logic.py",
+                                      "REACTKDTraining/REACTKDTrainingLib/self_test.py",
                                       "REACTKD/reactkd/__init__.py", "REACTKD/reactkd/dependencies.py",
                                       "REACTKD/reactkd/errors.py"])
 def test_what_an_old_slicer_imports_first_parses_on_python_3_9(relative):

@@ -27,7 +27,7 @@ MODULE_FILES = [REPO / "REACTKD/REACTKD.py", REPO / "REACTKDTraining/REACTKDTrai
 #: Imported by the module files at start-up or widget setup.
 LIGHT_FILES = MODULE_FILES + sorted((REPO / "REACTKDTraining/REACTKDTrainingLib").glob("*.py")) + sorted(
     (REPO / "REACTKD/REACTKDLib").glob("*.py")) + [
-    REPO / "REACTKD/reactkd" / name for name in ("__init__.py", "errors.py", "atomic.py", "catalog.py")]
+    REPO / "REACTKD/reactkd" / name for name in ("__init__.py", "errors.py", "atomic.py", "package/catalog.py")]
 #: Fields allowed by slicer-extension-catalog-entry-schema-v1.0.1.json (additionalProperties: false).
 CATALOG_FIELDS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                   "build_subdirectory", "enabled", "tier"}

@@ -1,6 +1,6 @@
-"""REACTKD.py's in-Slicer self-test outside Slicer: the module file is loaded against stand-ins for Slicer,
-qt and vtk, the scene-bound steps are replaced by recorders, and the test is run by unittest as ctest runs
-it. Without torch (the extension build server) the classification step is skipped with its reason and the
+"""REACTKD.py's in-Slicer self-test outside Slicer: the module file (with the REACTKDLib widget, parameter
+node, logic and self-test it imports) is loaded against stand-ins for Slicer, qt and vtk, the scene-bound
+steps are replaced by recorders, and the test is run by unittest as ctest runs it. Without torch (the extension build server) the classification step is skipped with its reason and the
 light steps still run; with everything installed it runs."""
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def module(monkeypatch):
     for name, stub in stubs.items():
         monkeypatch.setitem(sys.modules, name, stub)
     monkeypatch.syspath_prepend(str(MODULE_FILE.parent))
-    for name in ("REACTKDLib", "REACTKDLib.logic", "REACTKDLib.self_test"):  # fresh, against these stand-ins
+    for name in ("REACTKDLib", "REACTKDLib.logic", "REACTKDLib.parameters", "REACTKDLib.self_test",
+                 "REACTKDLib.widget"):  # fresh, against these stand-ins
         monkeypatch.delitem(sys.modules, name, raising=False)
     spec = importlib.util.spec_from_file_location("REACTKD_under_test", MODULE_FILE)
     namespace = importlib.util.module_from_spec(spec)
@@ -80,9 +81,9 @@ def test_with_everything_installed_the_classification_runs(module, monkeypatch):
     assert calls[-1] == "test_classify_sample_case"
 
 
-def test_old_slicer_message_comes_from_the_module(module, monkeypatch):
+def test_old_slicer_message_comes_from_the_module_logic(module, monkeypatch):
     namespace, _ = module
     sys.modules["slicer"].app.minorVersion = 8
-    assert "5.10 or newer" in namespace.unsupportedSlicer()
+    assert "5.10 or newer" in namespace.REACTKDLogic.unsupportedSlicer()
     sys.modules["slicer"].app.minorVersion = 10
-    assert namespace.unsupportedSlicer() is None or sys.version_info < (3, 10)
+    assert namespace.REACTKDLogic.unsupportedSlicer() is None or sys.version_info < (3, 10)

@@ -1,5 +1,6 @@
 """Static checks of the REACTKD GUI module, which only runs inside Slicer: the widget names and parameter
-bindings of REACTKD.py against Resources/UI/REACTKD.ui, the Qt signals it connects, and its imports."""
+bindings (REACTKDLib/widget.py, REACTKDLib/parameters.py) against Resources/UI/REACTKD.ui, the Qt signals the
+widget connects, the logic methods it calls, the thin module file REACTKD.py, and their imports."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "REACTKD"
 MODULE_FILE = MODULE_DIR / "REACTKD.py"
+WIDGET_FILE = MODULE_DIR / "REACTKDLib" / "widget.py"
+PARAMETERS_FILE = MODULE_DIR / "REACTKDLib" / "parameters.py"
+#: The module file: module description and Qt wiring only (SlicerNNUNet's convention).
+MAX_MODULE_LINES = 200
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "REACTKD.ui"
 
-#: Imports allowed at the top of REACTKD.py: what Slicer has loaded anyway. Heavy packages (torch, monai,
-#: SimpleITK, numpy) and the reactkd package are imported inside functions, when first needed.
-ALLOWED_TOP_LEVEL = {"logging", "typing", "REACTKDLib.logic", "REACTKDLib.self_test", "qt", "ctk", "vtk", "slicer", "slicer.i18n", "slicer.util",
-                     "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule"}
+#: Imports allowed at the top of REACTKD.py, the widget and the parameter node: what Slicer has loaded anyway
+#: and the module's own Slicer-side files. Heavy packages (torch, monai, SimpleITK, numpy) and the reactkd
+#: package are imported inside functions, when first needed.
+ALLOWED_TOP_LEVEL = {"logging", "typing", "REACTKDLib.logic", "REACTKDLib.self_test", "REACTKDLib.widget",
+                     "REACTKDLib.parameters", ".logic", ".parameters", "qt", "ctk", "vtk", "slicer", "slicer.i18n",
+                     "slicer.util", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule"}
+#: The Qt-free scene code the widget must reach only through REACTKDLogic.
+SCENE_MODULES = ("reactkd.scene", "REACTKDLib.scene_inputs", "REACTKDLib.result_nodes", "REACTKDLib.totalsegmentator",
+                 "REACTKDLib.sample_data", "REACTKDLib.first_use", ".scene_inputs", ".result_nodes",
+                 ".totalsegmentator", ".sample_data", ".first_use")
 #: Signals (Qt signatures) of the widget classes the module connects to.
 SIGNALS = {
     "QPushButton": {"clicked(bool)", "clicked()", "toggled(bool)"},
@@ -30,6 +41,28 @@ SIGNALS = {
 @pytest.fixture(scope="module")
 def module_ast() -> ast.Module:
     return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def widget_ast() -> ast.Module:
+    return ast.parse(WIDGET_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def parameters_ast() -> ast.Module:
+    return ast.parse(PARAMETERS_FILE.read_text(encoding="utf-8"))
+
+
+def imported_modules(tree: ast.Module, top_level_only: bool) -> set[str]:
+    """Modules imported by `tree` (relative ones with their leading dots)."""
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +81,7 @@ def ui_attribute_uses(tree: ast.Module) -> list[ast.Attribute]:
 def parameter_class(tree: ast.Module) -> ast.ClassDef:
     classes = [node for node in tree.body if isinstance(node, ast.ClassDef)
                and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list)]
-    assert len(classes) == 1, "REACTKD.py needs exactly one @parameterNodeWrapper class"
+    assert len(classes) == 1, "REACTKDLib/parameters.py needs exactly one @parameterNodeWrapper class"
     return classes[0]
 
 
@@ -69,14 +102,14 @@ def bound_widgets(ui_widgets) -> dict[str, tuple[str, str]]:
     return bound
 
 
-def test_every_ui_widget_the_code_uses_exists(module_ast, ui_widgets):
-    used = {node.attr for node in ui_attribute_uses(module_ast)}
-    assert used, "REACTKD.py should use its .ui widgets through self.ui"
+def test_every_ui_widget_the_code_uses_exists(widget_ast, ui_widgets):
+    used = {node.attr for node in ui_attribute_uses(widget_ast)}
+    assert used, "REACTKDLib/widget.py should use its .ui widgets through self.ui"
     assert sorted(used - set(ui_widgets)) == []
 
 
-def test_every_bound_parameter_exists_and_fits_its_widget(module_ast, ui_widgets):
-    annotations = parameter_annotations(module_ast)
+def test_every_bound_parameter_exists_and_fits_its_widget(parameters_ast, ui_widgets):
+    annotations = parameter_annotations(parameters_ast)
     bound = bound_widgets(ui_widgets)
     assert sorted(set(bound) - set(annotations)) == []
     # What Slicer's GUI connectors need, else connectGui raises at run time.
@@ -94,17 +127,18 @@ def test_every_bound_parameter_exists_and_fits_its_widget(module_ast, ui_widgets
             pytest.fail(f"{widget_name}: no parameter connector for {widget_class}")
 
 
-def test_parameters_the_brief_asks_for_are_declared(module_ast):
+def test_parameters_the_brief_asks_for_are_declared(parameters_ast):
     expected = {"ctVolume", "petFdgVolume", "petActVolume", "segmentation", "liverSegmentId", "tumourSegmentId",
                 "labelMapVolume", "modelName", "device", "attentionKind", "opacity", "showGraph"}
-    assert expected <= set(parameter_annotations(module_ast))
+    assert expected <= set(parameter_annotations(parameters_ast))
 
 
-def test_attention_choices_match_the_scene_logic(module_ast):
+def test_attention_choices_match_the_scene_logic(parameters_ast, monkeypatch):
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    from reactkd.scene.module_logic import ATTENTION_KINDS
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    from REACTKDLib.result_nodes import ATTENTION_KINDS
 
-    annotation = ast.parse(parameter_annotations(module_ast)["attentionKind"], mode="eval").body
+    annotation = ast.parse(parameter_annotations(parameters_ast)["attentionKind"], mode="eval").body
     choice = next(node for node in ast.walk(annotation) if isinstance(node, ast.Call) and node.func.id == "Choice")
     assert ast.literal_eval(choice.args[0]) == list(ATTENTION_KINDS)
 
@@ -121,10 +155,10 @@ def test_mrml_widgets_receive_the_scene(ui_widgets):
     assert sorted(custom - declared) == []
 
 
-def test_connected_signals_exist_on_their_widgets(module_ast, ui_widgets):
-    calls = [node for node in ast.walk(module_ast) if isinstance(node, ast.Call)
+def test_connected_signals_exist_on_their_widgets(widget_ast, ui_widgets):
+    calls = [node for node in ast.walk(widget_ast) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
-             and node.func.value in ui_attribute_uses(module_ast) and node.args
+             and node.func.value in ui_attribute_uses(widget_ast) and node.args
              and isinstance(node.args[0], ast.Constant)]
     assert len(calls) >= 10
     for call in calls:
@@ -132,14 +166,25 @@ def test_connected_signals_exist_on_their_widgets(module_ast, ui_widgets):
         assert call.args[0].value in SIGNALS.get(widget_class, set()), (call.func.value.attr, call.args[0].value)
 
 
-def test_no_heavy_imports_at_module_level(module_ast):
-    top_level = set()
-    for node in module_ast.body:
-        if isinstance(node, ast.Import):
-            top_level |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            top_level.add(node.module)
+@pytest.mark.parametrize("path", [MODULE_FILE, WIDGET_FILE, PARAMETERS_FILE], ids=lambda p: p.name)
+def test_no_heavy_imports_at_module_level(path):
+    top_level = imported_modules(ast.parse(path.read_text(encoding="utf-8")), top_level_only=True)
     assert sorted(top_level - ALLOWED_TOP_LEVEL) == []
+
+
+def test_module_file_is_a_thin_shell(module_ast):
+    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= MAX_MODULE_LINES
+    classes = [node.name for node in module_ast.body if isinstance(node, ast.ClassDef)]
+    assert classes == ["REACTKD"]  # widget, logic, parameter node and test live in REACTKDLib
+    imported = {alias.asname or alias.name for node in module_ast.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert {"REACTKDWidget", "REACTKDLogic", "REACTKDTest", "REACTKDParameterNode"} <= imported
+
+
+def test_widget_reaches_scene_code_only_through_the_logic(widget_ast):
+    imported = imported_modules(widget_ast, top_level_only=False)
+    assert sorted(m for m in imported if m.startswith(SCENE_MODULES)) == []
+    assert imported & {".logic", "REACTKDLib.logic"}
 
 
 def lib_class(name: str, file: str) -> ast.ClassDef:
@@ -148,13 +193,15 @@ def lib_class(name: str, file: str) -> ast.ClassDef:
     return next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name)
 
 
-def test_widget_calls_only_existing_logic_methods(module_ast):
+def test_widget_calls_only_existing_logic_methods(widget_ast):
     logic = lib_class("REACTKDLogic", "logic.py")
     members = {node.name for node in logic.body if isinstance(node, ast.FunctionDef)}
     members |= {target.attr for node in ast.walk(logic) if isinstance(node, ast.Assign) for target in node.targets
                 if isinstance(target, ast.Attribute)}
-    used = {node.attr for node in ast.walk(module_ast) if isinstance(node, ast.Attribute)
+    used = {node.attr for node in ast.walk(widget_ast) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Attribute) and node.value.attr == "logic"}
+    used |= {node.attr for node in ast.walk(widget_ast) if isinstance(node, ast.Attribute)
+             and isinstance(node.value, ast.Name) and node.value.id == "REACTKDLogic"}  # static methods
     assert used and sorted(used - members) == []
 
 

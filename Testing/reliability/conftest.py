@@ -14,6 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 from rel_support import TINY_CONFIG
 
+#: The REACTKD module folder (Slicer puts it on sys.path itself): its Slicer-side REACTKDLib is tested too.
+MODULE_DIR = Path(__file__).resolve().parents[2] / "REACTKD"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
+
 settings.register_profile("long", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -111,7 +111,7 @@ def test_largest_tumour_of_a_graph_without_tumour(scene):
 
 def test_module_inputs_refuse_bad_node_choices(scene):
     from reactkd.scene import add_volume
-    from reactkd.scene.module_logic import inputs_from_nodes
+    from REACTKDLib.scene_inputs import inputs_from_nodes
 
     ct_node = _ct_node(scene)
     bad_labels = add_volume(scene, _labels(4), "labels", labelmap=True)

@@ -1,16 +1,25 @@
 """Synthetic case for the scene tests: oblique, anisotropic CT with a liver and a tumour, an attention map
-peaked at the tumour, a label map, a region graph in RAS and a result dict. Plain data, no model."""
+peaked at the tumour, a label map, a region graph in RAS and a result dict. Plain data, no model.
+
+Also makes the REACTKD module folder importable (Slicer puts it on sys.path itself), for the module's
+Slicer-side scene code in REACTKDLib (scene_inputs, result_nodes, totalsegmentator, sample_data, first_use)."""
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "REACTKD"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
 
 SIZE_XYZ = (64, 64, 32)
 SPACING = (0.9, 0.8, 2.5)

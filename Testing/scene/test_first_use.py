@@ -1,4 +1,4 @@
-"""First-use installation in Slicer (reactkd.scene.first_use) with Slicer's dialogs, pip_install and the
+"""First-use installation in Slicer (REACTKDLib.first_use) with Slicer's dialogs, pip_install and the
 PyTorch extension replaced by recorders: torch is asked from the extension with the MONAI-derived version,
 nothing is installed without a yes, a missing PyTorch extension gets its one-line explanation."""
 
@@ -11,7 +11,7 @@ import pytest
 import slicer
 
 from reactkd.dependencies import TORCH_REQUIREMENT, InstallPlan
-from reactkd.scene import first_use
+from REACTKDLib import first_use
 
 
 @pytest.fixture

@@ -21,17 +21,15 @@ from reactkd.errors import ImageReadError, MaskError, ReactKDError  # noqa: E402
 from reactkd.images.geometry import Geometry  # noqa: E402
 from reactkd.inference.client import InferenceProcess  # noqa: E402
 from reactkd.scene import add_segmentation, add_volume, create_headless_scene, volume_array  # noqa: E402
-from reactkd.scene.module_logic import (  # noqa: E402
+from REACTKDLib.result_nodes import (  # noqa: E402
     ATTENTION_KINDS,
     apply_result,
-    find_segment_ids,
-    inputs_from_nodes,
-    pick_ct_volume,
     remove_result,
     set_attention_display,
     set_graph_visible,
     write_result_files,
 )
+from REACTKDLib.scene_inputs import find_segment_ids, inputs_from_nodes, pick_ct_volume  # noqa: E402
 
 GRID = (16, 32, 32)  # model grid (D, H, W): small enough for ~1 s per classification on a busy CPU
 

@@ -15,8 +15,7 @@ import slicer  # noqa: E402
 
 from reactkd.images.readers import read_image  # noqa: E402
 from reactkd.scene import volume_array  # noqa: E402
-from reactkd.scene.module_logic import find_segment_ids, inputs_from_nodes  # noqa: E402
-from reactkd.scene.sample_data import (  # noqa: E402
+from REACTKDLib.sample_data import (  # noqa: E402
     SAMPLE_DIR,
     SAMPLE_FILES,
     SampleDataError,
@@ -26,6 +25,7 @@ from reactkd.scene.sample_data import (  # noqa: E402
     sha256_of,
     verify_sample_files,
 )
+from REACTKDLib.scene_inputs import find_segment_ids, inputs_from_nodes  # noqa: E402
 
 #: Parameters of SampleData.SampleDataLogic.registerCustomSampleDataSource (Slicer 5.x); SampleData itself
 #: needs the Slicer application, so the keyword names are checked against this list.

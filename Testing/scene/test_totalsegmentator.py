@@ -15,11 +15,8 @@ import slicer  # noqa: E402
 
 from reactkd.errors import MaskError  # noqa: E402
 from reactkd.scene import add_volume  # noqa: E402
-from reactkd.scene.module_logic import (  # noqa: E402
-    find_segment_ids,
-    inputs_from_nodes,
-    segment_with_totalsegmentator,
-)
+from REACTKDLib.scene_inputs import find_segment_ids, inputs_from_nodes  # noqa: E402
+from REACTKDLib.totalsegmentator import segment_with_totalsegmentator  # noqa: E402
 
 
 @pytest.fixture(scope="module")

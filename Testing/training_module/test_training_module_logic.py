@@ -1,6 +1,7 @@
-"""REACTKDTraining.py outside Slicer: the module file is loaded against small stand-ins for Slicer's
-ScriptedLoadableModule, slicer.app and qt (none of which slicer-core provides), to check that its thin
-Logic delivers progress on the calling thread, keeps the GUI polled, and picks Slicer's Python."""
+"""REACTKDTraining.py outside Slicer: the module file (with REACTKDTrainingLib.logic and .self_test, which it
+imports) is loaded against small stand-ins for Slicer's ScriptedLoadableModule, slicer.app and qt (none of
+which slicer-core provides), to check that its thin Logic delivers progress on the calling thread, keeps the
+GUI polled, and picks Slicer's Python."""
 
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ def module(monkeypatch):
     for name, stub in {"slicer": slicer, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": base,
                        "qt": qt}.items():
         monkeypatch.setitem(sys.modules, name, stub)
+    for name in ("REACTKDTrainingLib.logic", "REACTKDTrainingLib.self_test"):  # fresh, against these stand-ins
+        monkeypatch.delitem(sys.modules, name, raising=False)
     spec = importlib.util.spec_from_file_location("REACTKDTraining_under_test", MODULE_FILE)
     namespace = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(namespace)
@@ -139,10 +142,10 @@ def test_non_waiting_run_is_driven_by_a_main_thread_timer(module, fake_runner, t
 def test_default_logic_installs_training_packages_first_and_starts_nothing_without_them(module, monkeypatch, tmp_path):
     namespace, _ = module
     asked = []
-    first_use = types.ModuleType("reactkd.scene.first_use")
+    first_use = types.ModuleType("REACTKDLib.first_use")
     first_use.ensure_dependencies = lambda kind: asked.append(kind) or False
-    monkeypatch.setitem(sys.modules, "reactkd.scene", types.ModuleType("reactkd.scene"))
-    monkeypatch.setitem(sys.modules, "reactkd.scene.first_use", first_use)
+    monkeypatch.setitem(sys.modules, "REACTKDLib", types.ModuleType("REACTKDLib"))
+    monkeypatch.setitem(sys.modules, "REACTKDLib.first_use", first_use)
     logic = namespace.REACTKDTrainingLogic()
     started = []
     monkeypatch.setattr(logic.runner, "run", lambda *args, **kwargs: started.append(args))
@@ -152,3 +155,10 @@ def test_default_logic_installs_training_packages_first_and_starts_nothing_witho
     first_use.ensure_dependencies = lambda kind: asked.append(kind) or True
     logic.run(["synth", "--out", str(tmp_path)], wait=False)
     assert started and asked == ["training", "training"] and logic.checkDependencies is False
+
+
+def test_module_file_is_a_thin_shell_over_its_lib(module):
+    namespace, _ = module
+    assert namespace.REACTKDTrainingLogic.__module__ == "REACTKDTrainingLib.logic"
+    assert namespace.REACTKDTrainingTest.__module__ == "REACTKDTrainingLib.self_test"
+    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= 200

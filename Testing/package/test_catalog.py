@@ -18,7 +18,7 @@ from reactkd.package.catalog import ModelCatalog, default_user_file
 from reactkd.package.schema import SCHEMA_FILE, schema_problems, validate_catalog_document
 from reactkd.vocabulary import CLASS_NAMES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 #: The smallest valid safetensors file: an 8-byte header length, then an empty JSON header.
