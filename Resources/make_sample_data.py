@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from reactkd.cohort.synth import generate_case
     from reactkd.scene import add_volume, create_headless_scene
-    from reactkd.scene.sample_data import MANIFEST_FILE, SAMPLE_FILES, THUMBNAIL_FILE, sha256_of
+    sys.path.insert(0, str(REPO / "REACTKD"))  # REACTKDLib: the module's Slicer-side package
+    from REACTKDLib.sample_data import MANIFEST_FILE, SAMPLE_FILES, THUMBNAIL_FILE, sha256_of
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,7 @@ def worker(args: argparse.Namespace) -> None:
             write_reference_outputs(result, out)
             return result["timings_ms"], middle - start, time.perf_counter() - middle
     else:
-        from reactkd.inference import Classifier
+        from reactkd.inference.classifier import Classifier
         from reactkd.inference.outputs import write_outputs
 
         classifier = Classifier(args.model, device=args.device)

@@ -36,7 +36,7 @@ def main() -> None:
     from bench_classify import machine_description
 
     from reactkd.cohort.synth import generate_case
-    from reactkd.inference import Classifier
+    from reactkd.inference.classifier import Classifier
     from reactkd.inference.client import InferenceProcess
 
     case = generate_case(args.seed, 2, size="full")

@@ -35,7 +35,7 @@ from reactkd.cohort.folds import split_fold
 from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import attention_share, paired_macro_auc_difference
 from reactkd.images.readers import read_image
-from reactkd.inference import Classifier
+from reactkd.inference.classifier import Classifier
 
 BASELINE = "student, CT only, no KD"
 STUDENTS = {  # name -> config overrides

@@ -36,15 +36,14 @@ class REACTKDTest(ScriptedLoadableModuleTest):
 
     def test_sample_case_segments_found(self):
         self.delayDisplay("Sample case and segment picking")
-        from reactkd.scene.module_logic import find_segment_ids
-        from reactkd.scene.sample_data import load_sample_case
+        from .sample_data import load_sample_case
 
         sample = load_sample_case(slicer.mrmlScene)
-        self.assertEqual(find_segment_ids(sample.segmentation), ("liver", "tumour"))
+        self.assertEqual(REACTKDLogic().findSegmentIds(sample.segmentation), ("liver", "tumour"))
 
     def test_classify_sample_case(self):
         self.delayDisplay("Classify the sample case with the shipped model")
-        from reactkd.scene.sample_data import load_sample_case
+        from .sample_data import load_sample_case
 
         logic = REACTKDLogic()
         entry = logic.modelCatalog().default_entry()
@@ -64,8 +63,6 @@ class REACTKDTest(ScriptedLoadableModuleTest):
         nodes = logic.showResult(sample.ct, result, sample.segmentation)
         self.assertAlmostEqual(sum(result.probabilities.values()), 1.0, places=4)
         self.assertEqual(len(nodes.attention), 2)
-        from reactkd.scene.module_logic import remove_result
-
-        remove_result(slicer.mrmlScene, nodes)
+        logic.removeResult(nodes)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Test passed")

@@ -264,11 +264,34 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = CANCEL_GRACE_
     process.wait()
 
 
+def launch_child(argv: list[str], env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """The one launcher of ``reactkd`` children: `argv` in its own process group (`new_group_options`) with the
+    ``reactkd`` environment (`child_env`), stdout and stderr as line-buffered UTF-8 text pipes.
+
+    Args:
+        argv: the command line, e.g. ``[PythonSlicer, "-m", "reactkd", "serve"]``.
+        env: the base environment (default: this process's).
+        stdin: ``subprocess.DEVNULL`` (a run) or ``subprocess.PIPE`` (a server that reads requests).
+    """
+    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", errors="replace", bufsize=1, env=child_env(env), **new_group_options())
+
+
+def exit_reason(code: int | None) -> str:
+    """How a child ended, in words: ``exit code N`` or ``killed by signal N`` (POSIX negative codes)."""
+    return f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+
+
 def start_reactkd(argv: list[str], progress: ProgressCallback | None = None, callbacks_in_thread: bool = True,
                   on_exit: Callable[[RunHandle], None] | None = None, env: dict[str, str] | None = None) -> RunHandle:
-    """Start `argv` (e.g. ``[PythonSlicer, "-m", "reactkd", "classify", ...]``) in its own process group with
-    the ``reactkd`` environment; its JSON lines arrive as events on the returned handle."""
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, encoding="utf-8", errors="replace", bufsize=1, env=child_env(env),
-                               **new_group_options())
-    return RunHandle(process, progress, callbacks_in_thread, on_exit)
+    """Start `argv` (e.g. ``[PythonSlicer, "-m", "reactkd", "classify", ...]``) with `launch_child`; its JSON
+    lines arrive as events on the returned handle.
+
+    Args:
+        argv: the command line.
+        progress: called with each event (see RunHandle for which thread).
+        callbacks_in_thread: deliver events from the reader thread instead of `RunHandle.dispatch`.
+        on_exit: post-run step, called with the handle once the child has exited.
+        env: the base environment (default: this process's).
+    """
+    return RunHandle(launch_child(argv, env), progress, callbacks_in_thread, on_exit)

@@ -16,7 +16,7 @@ from reactkd.errors import MaskError, ModelPackageError
 from reactkd.images.geometry import Geometry
 from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
-from reactkd.inference import Classifier
+from reactkd.inference.classifier import Classifier
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from rel_support import assert_one_error_line, run_cli
 
 from reactkd.errors import ConfigError, ModelPackageError
-from reactkd.inference import Classifier
+from reactkd.inference.classifier import Classifier
 from reactkd.package.catalog import ModelCatalog
 from reactkd.package.model_package import (
     METADATA_CHECKSUM,

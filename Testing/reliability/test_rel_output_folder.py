@@ -18,7 +18,7 @@ from reactkd.atomic import folder_lock, remove_stale_staging
 from reactkd.cli.main import main
 from reactkd.errors import ReactKDError
 from reactkd.images.writers import write_image
-from reactkd.inference import Classifier
+from reactkd.inference.classifier import Classifier
 from reactkd.inference.outputs import write_outputs
 from synthetic_images import make_case
 

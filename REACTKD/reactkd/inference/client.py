@@ -27,7 +27,7 @@ from typing import Any
 
 from reactkd.atomic import remove_orphan_folders
 from reactkd.errors import ReactKDError
-from reactkd.processes import child_env, new_group_options, slicer_python_executable, stop_process_group
+from reactkd.processes import exit_reason, launch_child, slicer_python_executable, stop_process_group
 
 START_TIMEOUT_S = 120.0
 #: Private folders of inference sessions: reactkd-inference-<pid of the Slicer process>-<random>.
@@ -219,9 +219,7 @@ class InferenceProcess:
         with self._lock:
             process = self._process
             if process is None or process.poll() is not None:
-                process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
-                                           bufsize=1, env=child_env(self.env), **new_group_options())
+                process = launch_child(self.command, self.env, stdin=subprocess.PIPE)
                 self._process = process
                 self._ready.clear()
                 self.loaded.clear()
@@ -275,9 +273,7 @@ class InferenceProcess:
     def _why(self, process: subprocess.Popen) -> str:
         time.sleep(0.1)  # let the stderr reader catch the last lines
         tail = [line for line in self.stderr_lines if line.strip()]
-        code = process.poll()
-        reason = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
-        return reason + (f": {tail[-1].strip()}" if tail else "")
+        return exit_reason(process.poll()) + (f": {tail[-1].strip()}" if tail else "")
 
     def _session_dir(self) -> Path:
         if self._session is None or not self._session.is_dir():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from reactkd.errors import ReactKDError
 from reactkd.images.geometry import Geometry
 from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
-from reactkd.inference.classifier import ClassificationResult
+from reactkd.inference.result import ClassificationResult
+from reactkd.vocabulary import RESULT_FILE
 
-OUTPUT_FILES = ("result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
+OUTPUT_FILES = (RESULT_FILE, "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
                 "scene.mrb")
 
 
@@ -52,7 +54,7 @@ def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, 
         image = getattr(result, name)
         write_image(nonzero_box(image) if transfer else image, staging / f"{name}.nrrd", compress=not transfer,
                     level=1)
-    write_text_atomic(staging / "graph.json", json.dumps(result.graph, indent=1) + "\n")
+    write_graph_json(result.graph, staging / "graph.json")
     if render:
         import time
 
@@ -61,13 +63,34 @@ def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, 
         start = time.perf_counter()
         write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)
         result.timings_ms["render_and_scene"] = round((time.perf_counter() - start) * 1000, 1)
-    write_text_atomic(staging / "result.json", json.dumps(result.to_json(), indent=1) + "\n")
+    write_result_json(result, staging / RESULT_FILE)
+
+
+def write_result_json(result: ClassificationResult | Mapping, path: str | Path) -> Path:
+    """Write the summary of `result` (its `to_json`, or a mapping as it is) to `path` atomically: the one
+    writer of ``result.json``, for `reactkd classify` and the Slicer module's export alike.
+
+    Args:
+        result: a ClassificationResult, or its summary as a mapping.
+        path: the file to write (usually ``<folder>/result.json``).
+    """
+    path = Path(path)
+    summary = result.to_json() if hasattr(result, "to_json") else dict(result)
+    write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
+    return path
+
+
+def write_graph_json(graph: Mapping, path: str | Path) -> Path:
+    """Write a region graph (``graph.json`` layout) to `path` atomically."""
+    path = Path(path)
+    write_text_atomic(path, json.dumps(graph, indent=1) + "\n")
+    return path
 
 
 def _install_set(staging: Path, out_dir: Path) -> dict[str, Path]:
     """Move the staged set into `out_dir`: the old result.json goes first and the new one comes last, so a
     crash in between leaves a folder without result.json (incomplete), never a mixed one that looks whole."""
-    (out_dir / "result.json").unlink(missing_ok=True)
+    (out_dir / RESULT_FILE).unlink(missing_ok=True)
     for name in OUTPUT_FILES:
         if not (staging / name).exists():
             (out_dir / name).unlink(missing_ok=True)  # an earlier run's output this run does not replace
@@ -117,7 +140,7 @@ def read_outputs(out_dir: str | Path, reference: sitk.Image | None = None) -> Cl
     on the whole grid of `reference` (the CT)."""
     out_dir = Path(out_dir)
     try:
-        summary = json.loads((out_dir / "result.json").read_text(encoding="utf-8"))
+        summary = json.loads((out_dir / RESULT_FILE).read_text(encoding="utf-8"))
         graph = json.loads((out_dir / "graph.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReactKDError(f"classification outputs in {out_dir} are unreadable ({exc})") from None

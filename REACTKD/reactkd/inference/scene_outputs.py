@@ -7,7 +7,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from reactkd.inference.classifier import ClassificationResult
+from reactkd.inference.result import ClassificationResult
 from reactkd.interrupts import deferred_interrupt
 
 SHOWN_ATTENTION = "attention_gradcam"

@@ -42,7 +42,7 @@ STAGES = {"reading inputs": 0.05, "loading model": 0.15, "classifying": 0.35, "w
 
 class ClassifierCache:
     """Loaded classifiers by (model folder, requested device), so a model loads once per process.
-    `factory(model_dir, device)` builds one; by default `reactkd.inference.Classifier` (pulls in torch)."""
+    `factory(model_dir, device)` builds one; by default `reactkd.inference.classifier.Classifier` (pulls in torch)."""
 
     def __init__(self, factory=None) -> None:
         self._factory = factory

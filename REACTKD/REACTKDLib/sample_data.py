@@ -3,12 +3,14 @@
 ``Resources/make_sample_data.py``).
 
 Loading checks every checksum first and adds nothing to the scene unless all files are intact. The same
-loader serves Slicer's Sample Data module (registered by REACTKD.py) and the headless tests.
+loader serves Slicer's Sample Data module (`register_sample_data`, run once Slicer has started) and the
+headless tests. Imports only `slicer` (headless-testable); the files are this module's own Resources.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from reactkd.package.model_package import sha256_of
 from reactkd.scene.overlays import apply_ct_window
 from reactkd.scene.volumes import add_volume
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 MANIFEST_FILE = "manifest.json"
 CATEGORY = "REACT-KD"
 #: What the Sample Data button shows (Slicer displays `sampleName`; there is no separate description).
@@ -128,7 +130,12 @@ def _place_in_study(scene, nodes: list) -> None:
 
 def load_sample_case(scene, folder: str | os.PathLike = SAMPLE_DIR) -> SampleNodes:
     """Verify the sample files, then add CT, FDG PET, acetate PET and the liver/tumour segmentation to
-    `scene` under one patient/study in the subject hierarchy. Adds nothing if any step fails."""
+    `scene` under one patient/study in the subject hierarchy. Adds nothing if any step fails.
+
+    Args:
+        scene: the MRML scene (``slicer.mrmlScene`` or a headless one).
+        folder: the sample files and their manifest (default: the module's Resources/SampleData).
+    """
     paths = verify_sample_files(folder)
     added: list = []
     try:
@@ -154,3 +161,23 @@ def load_sample_case(scene, folder: str | os.PathLike = SAMPLE_DIR) -> SampleNod
                 scene.RemoveNode(display)
         raise
     return nodes
+
+
+def register_sample_data() -> None:
+    """Add the synthetic PET/CT case to Slicer's Sample Data module (call once Slicer has started). A failure
+    is logged and never breaks Slicer's start-up; a damaged file is shown as one line when loading."""
+    try:
+        import SampleData
+
+        def loadSample(source=None):
+            try:
+                with slicer.util.WaitCursor():
+                    return load_sample_case(slicer.mrmlScene).nodes()
+            except ReactKDError as exc:  # checksum mismatch, unreadable file: one line, no traceback
+                slicer.util.errorDisplay(str(exc), windowTitle="REACT-KD")
+                return []
+
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(**sample_data_source(),
+                                                                 customDownloader=loadSample)
+    except Exception:  # never break Slicer's start-up for a sample case
+        logging.exception("REACT-KD sample data could not be registered")

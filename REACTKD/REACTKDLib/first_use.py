@@ -48,8 +48,12 @@ def _install_torch(requirement: str, problem: str) -> bool:
 
 
 def ensure_dependencies(kind: str = "classify") -> bool:
-    """True when everything `kind` ("classify" or "training") needs is importable, installing what is missing
-    after asking; False when the user declined, an install failed or Slicer must restart first."""
+    """True when everything `kind` needs is importable, installing what is missing after asking; False when
+    the user declined, an install failed or Slicer must restart first.
+
+    Args:
+        kind: "classify" (the REACTKD module) or "training" (REACTKDTraining).
+    """
     plan = install_plan(kind)
     return install_missing(plan, _confirm, lambda requirement: _install_torch(requirement, plan.torch),
                            slicer.util.pip_install, _restart)
