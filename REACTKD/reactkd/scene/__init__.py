@@ -28,6 +28,7 @@ need a headless `SceneContext`. Offscreen rendering on Linux uses a vtkEGLRender
 packages in `render.GL_PACKAGES`); a missing GL raises `RenderingUnavailableError` instead of crashing.
 """
 
+from reactkd.scene.classification_scene import write_classification_scene
 from reactkd.scene.colors import edge_color_table, heat_color_table, inferno_rgba
 from reactkd.scene.headless import SLICE_VIEWS, SceneContext, create_headless_scene
 from reactkd.scene.mrb import load_mrb, save_mrb
@@ -47,7 +48,6 @@ from reactkd.scene.render import (
     offscreen_render_window,
     render_slice_png,
 )
-from reactkd.scene.classification_scene import write_classification_scene
 from reactkd.scene.volumes import add_volume, volume_array, volume_geometry, volume_to_image
 
 __all__ = [
