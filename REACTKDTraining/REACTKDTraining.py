@@ -31,7 +31,7 @@ class REACTKDTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("REACT-KD Training")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["REACTKD"]  # its first-use installer (REACTKDLib.first_use) and catalogue
         self.parent.contributors = ["REACT-KD developers (REACT-KD open-source project)"]
         self.parent.hidden = True
         self.parent.helpText = _(
