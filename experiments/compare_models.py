@@ -27,13 +27,13 @@ from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import paired_macro_auc_difference
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
-from reactkd.training.config import GraphConfig
+from reactkd.graph.settings import GraphSettings
 
 
 def probabilities(model_dir: Path, records, subset: str, cache_dir: Path):
     package = load_package(model_dir)
     meta = package.metadata
-    cohort = load_cohort(records, PreprocessConfig.from_dict(meta["preprocessing"]), GraphConfig(**meta["graph"]),
+    cohort = load_cohort(records, PreprocessConfig.from_dict(meta["preprocessing"]), GraphSettings.from_metadata(meta["graph"]),
                          cache_dir=cache_dir)
     keep, images, available = subset_inputs(cohort, subset)
     if meta["architecture"] == "sf_teacher":  # as `reactkd evaluate`: a PET/CT model is scored where PET exists

@@ -27,8 +27,7 @@ from reactkd.processes import (  # noqa: F401 - re-exported for the module and i
     slicer_python_executable,
     start_reactkd,
 )
-
-STAGES = ("teacher-sf", "teacher-dose", "student")
+from reactkd.vocabulary import STAGES
 
 
 class TrainingRunner:

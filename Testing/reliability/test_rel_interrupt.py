@@ -65,3 +65,20 @@ def test_sigint_at_any_moment_leaves_a_clean_folder(command, tmp_path):
         else:
             assert code == 130
     assert 130 in outcomes  # the signals did land while it worked
+
+
+@pytest.mark.parametrize("forget", [False, True])
+def test_an_interrupt_seen_by_c_level_code_does_not_turn_exit_130_into_death_by_signal(forget, tmp_path):
+    """Under `python -m` (how `reactkd` runs), CPython kills itself with SIGINT at exit when a KeyboardInterrupt
+    ended code run through its C API (torch's import does, through pybind11), whatever exit status the program
+    chose: `error: interrupted`, then status -2 instead of 130. entry.run resets that state."""
+    (tmp_path / "interrupted_in_c.py").write_text(
+        "import ctypes, sys\n"
+        "from reactkd.entry import _forget_interrupted_c_eval\n"
+        "ctypes.pythonapi.PyRun_SimpleString(b'raise KeyboardInterrupt')\n"
+        f"{'_forget_interrupted_c_eval()' if forget else 'pass'}\n"
+        "sys.exit(130)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "interrupted_in_c"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == (130 if forget else -signal.SIGINT)
