@@ -25,9 +25,9 @@ from reactkd.cohort.cache import load_cohort
 from reactkd.cohort.folds import split_fold
 from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import paired_macro_auc_difference
+from reactkd.graph.settings import GraphSettings
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
-from reactkd.graph.settings import GraphSettings
 
 
 def probabilities(model_dir: Path, records, subset: str, cache_dir: Path):
