@@ -7,60 +7,40 @@ headless MRML scene); the logic (REACTKDLib.logic) calls it for the GUI.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 
 from reactkd.errors import ImageReadError, MaskError
-from reactkd.images.masks import label_codes
+from reactkd.images.masks import label_codes, name_words, pick_liver_tumour
 from reactkd.scene.volumes import volume_to_image
-
-LIVER_WORDS = frozenset({"liver"})
-TUMOUR_WORDS = frozenset({"tumour", "tumor", "mass", "lesion", "tumours", "tumors", "masses", "lesions",
-                          "neoplasm", "neoplasms"})  # TotalSegmentator's standard names: "liver lesion", "neoplasm"
-
-
-def _name_words(name: str) -> set[str]:
-    return {word for word in re.split(r"[^a-z]+", name.lower()) if word}
 
 
 def find_segment_ids(segmentation_node: slicer.vtkMRMLSegmentationNode | None) -> tuple[str | None, str | None]:
-    """(liver segment ID, tumour segment ID) picked by segment name, None where no name fits.
-
-    A segment is a tumour when a word of its name is tumour, tumor, mass, lesion or neoplasm (singular or plural),
-    so "Liver tumor 1" is a tumour; it is the liver when a word is "liver" and it is not a tumour. An exact
-    name ("liver", "tumour") beats a longer one; among equals the first segment wins.
-    """
+    """(liver segment ID, tumour segment ID) picked by segment name (`reactkd.images.masks.pick_liver_tumour`:
+    tumour, tumor, mass, lesion or neoplasm make a tumour, "liver" the liver), None where no name fits."""
     if segmentation_node is None:
         return None, None
     segmentation = segmentation_node.GetSegmentation()
-    liver: list[tuple[int, int, str]] = []
-    tumour: list[tuple[int, int, str]] = []
-    for index in range(segmentation.GetNumberOfSegments()):
-        name = segmentation.GetNthSegment(index).GetName() or ""
-        words = _name_words(name)
-        exact = 0 if name.strip().lower() in LIVER_WORDS | TUMOUR_WORDS else 1
-        candidate = (exact, index, segmentation.GetNthSegmentID(index))
-        if words & TUMOUR_WORDS:
-            tumour.append(candidate)
-        elif words & LIVER_WORDS:
-            liver.append(candidate)
-    return (min(liver)[2] if liver else None), (min(tumour)[2] if tumour else None)
+    names = [segmentation.GetNthSegment(index).GetName() or "" for index in range(segmentation.GetNumberOfSegments())]
+    liver, tumour = pick_liver_tumour(names)
+    return tuple(None if index is None else segmentation.GetNthSegmentID(index) for index in (liver, tumour))
 
 
 def pick_ct_volume(scene) -> slicer.vtkMRMLScalarVolumeNode | None:
-    """The scalar volume most likely to be the CT, for the CT picker's first guess: not a label map; a
-    name with the word CT (and not PET/FDG/acetate) first, then a volume whose values reach below -200 (air in
-    Hounsfield units; a PET never does), then the first volume."""
+    """The scalar volume most likely to be the CT, for the CT picker's first guess: a plain one-component
+    scalar volume (what the picker lists: not a label map, vector, RGB or tensor volume); a name with the word
+    CT (and not PET/FDG/acetate) first, then a volume whose values reach below -200 (air in Hounsfield units; a
+    PET never does), then the first volume."""
     volumes = [node for node in (scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
                                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
-               if not node.IsA("vtkMRMLLabelMapVolumeNode") and node.GetImageData() is not None]
+               # The picker shows the exact class only (showChildNodeTypes false in REACTKD.ui).
+               if node.GetClassName() == "vtkMRMLScalarVolumeNode" and node.GetImageData() is not None
+               and node.GetImageData().GetNumberOfScalarComponents() == 1]
 
     def score(node) -> tuple[int, int]:
-        words = _name_words(node.GetName())
+        words = name_words(node.GetName())
         named = int("ct" in words and not words & {"pet", "fdg", "acetate", "act", "suv"})
         return named, int(node.GetImageData().GetScalarRange()[0] < -200)
 

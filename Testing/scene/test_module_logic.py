@@ -148,6 +148,17 @@ def test_ct_picker_prefers_the_ct_over_a_pet_loaded_first(headless, case):
     assert pick_ct_volume(headless.scene) is named
 
 
+def test_ct_picker_never_picks_a_volume_its_selector_cannot_show(headless, case):
+    """The CT selector lists plain scalar volumes only: a vector (e.g. RGB screenshot) volume that is named CT
+    and reaches air must not become the first guess."""
+    scalar = add_volume(headless.scene, case.pet_fdg, "series 7")
+    vector = headless.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "CT colour")
+    hu = sitk.GetArrayFromImage(case.ct)[..., None].repeat(3, axis=-1)
+    slicer.util.updateVolumeFromArray(vector, hu)
+    assert vector.GetImageData().GetScalarRange()[0] < -200
+    assert pick_ct_volume(headless.scene) is scalar
+
+
 def test_tumour_wins_where_the_liver_segment_covers_it(headless, case):
     ct = add_volume(headless.scene, case.ct, "CT")
     labels = sitk.GetArrayFromImage(case.mask)

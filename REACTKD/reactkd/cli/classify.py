@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from reactkd.errors import GeometryError, MaskError, ReactKDError
+from reactkd.errors import GeometryError, MaskError, ReactKDError, one_line
+from reactkd.images.dicom_seg import read_dicom_seg
 from reactkd.images.geometry import Geometry
 from reactkd.images.masks import label_codes
 from reactkd.images.readers import read_image
@@ -38,6 +38,8 @@ def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Im
     ct = read_image(args.ct, name="--ct")
     if args.mask is not None:
         mask = read_image(args.mask, name="--mask", labels=True)
+    elif args.seg is not None:
+        mask = read_dicom_seg(args.seg, ct, name="--seg")
     else:
         if args.tumor is None:
             raise ReactKDError("--liver needs --tumor (or give a label map with --mask)")
@@ -49,16 +51,16 @@ def read_case(args: argparse.Namespace) -> tuple[sitk.Image, sitk.Image, sitk.Im
 
 
 def run_classify(args: argparse.Namespace) -> int | None:
-    """One case (--ct with --mask, or --liver and --tumor) or every case of --manifest."""
+    """One case (--ct with --mask, --seg, or --liver and --tumor) or every case of --manifest."""
     if args.manifest is not None:
-        if args.mask or args.liver or args.tumor or args.pet_fdg or args.pet_act:
-            raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --liver, "
+        if args.mask or args.seg or args.liver or args.tumor or args.pet_fdg or args.pet_act:
+            raise ReactKDError("--manifest takes the images from the manifest; leave out --mask, --seg, --liver, "
                                "--tumor, --pet-fdg and --pet-act")
         return _run_manifest(args)
-    if args.mask is None and args.liver is None:
-        raise ReactKDError("classify needs --mask (or --liver with --tumor) with --ct")
+    if args.mask is None and args.seg is None and args.liver is None:
+        raise ReactKDError("classify needs --mask, --seg (DICOM SEG) or --liver with --tumor with --ct")
     check_output(args.out, folder=True, names=OUTPUT_FILES,
-                 inputs=[args.ct, args.mask, args.liver, args.tumor, args.pet_fdg, args.pet_act, args.model])
+                 inputs=[args.ct, args.mask, args.seg, args.liver, args.tumor, args.pet_fdg, args.pet_act, args.model])
     ct, mask, fdg, act = read_case(args)
     classifier = Classifier(args.model, device=args.device)
     result = classifier.classify(ct, mask, fdg, act)
@@ -77,28 +79,27 @@ def summary_text(result, out_dir) -> str:
 
 
 def _run_manifest(args: argparse.Namespace) -> int:
-    """Every case of --manifest: progress lines (or JSON events), a summary; returns the exit code, 2 when a case failed."""
+    """Every case of --manifest: progress lines (or JSON events), a summary; a failed case makes it end with
+    one `error:` line and exit 2 (raised, so `main` prints it like every other error)."""
     start = time.monotonic()
 
     def report(event: dict) -> None:
         if args.progress == "json":
             print(json.dumps(event), flush=True)
-        elif args.progress != "none":
+        elif args.progress != "none":  # case ids and messages come from the manifest: one line each
             detail = event.get("grade") or event.get("error")
-            print(f"[{event['index']}/{event['total']}] {event['case_id']}: {event['status']} ({detail})", flush=True)
+            print(one_line(f"[{event['index']}/{event['total']}] {event['case_id']}: {event['status']} ({detail})"),
+                  flush=True)
 
     graded, rows = grade_manifest(args.manifest, args.out, args.model, args.device, not args.no_render, report)
     failed = [row for row in rows if row.get("status") != "ok"]
-    summary = (f"graded {graded} case(s) now, {len(rows) - len(failed) - graded} kept from an earlier run, "
-               f"{len(failed)} failed, in {time.monotonic() - start:.0f} s; table: {Path(args.out) / RESULTS_FILE}")
+    table = Path(args.out) / RESULTS_FILE
     if args.progress == "json":
-        print(json.dumps({"event": "done", "graded": graded, "failed": len(failed), "results": str(Path(args.out) / RESULTS_FILE)}),
-              flush=True)
+        print(json.dumps({"event": "done", "graded": graded, "failed": len(failed), "results": str(table)}), flush=True)
     else:
-        print(summary)
+        print(one_line(f"graded {graded} case(s) now, {len(rows) - len(failed) - graded} kept from an earlier run, "
+                       f"{len(failed)} failed, in {time.monotonic() - start:.0f} s; table: {table}"))
     if failed:
         names = ", ".join(row["case_id"] for row in failed[:5]) + (" ..." if len(failed) > 5 else "")
-        print(f"error: {len(failed)} of {len(rows)} case(s) failed ({names}); reasons in {Path(args.out) / RESULTS_FILE}",
-              file=sys.stderr)
-        return 2
+        raise ReactKDError(f"{len(failed)} of {len(rows)} case(s) failed ({names}); reasons in {table}")
     return 0

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from reactkd.errors import ReactKDError
+from reactkd.errors import ReactKDError, one_line
 from reactkd.vocabulary import STAGES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,78 +47,87 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `reactkd` parser: every command with a one-line help, every option with its help (a test walks it)."""
     parser = _Parser(prog="reactkd", description="REACT-KD: HCC grading from CT / PET-CT.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    progress = ("auto", "tqdm", "json", "none")
 
     synth = sub.add_parser("synth", help="generate a synthetic dual-tracer PET/CT cohort")
-    synth.add_argument("--out", required=True, type=Path)
-    synth.add_argument("--cases", type=_positive_int, default=30)
-    synth.add_argument("--size", choices=("small", "full"), default="small")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, type=Path, help="folder for the cases and manifest.csv")
+    synth.add_argument("--cases", type=_positive_int, default=30, help="number of cases (default: 30)")
+    synth.add_argument("--size", choices=("small", "full"), default="small",
+                       help="image size: small (fast tests) or full (realistic CT grid)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
 
     train = sub.add_parser("train", help="train a teacher or the student")
-    train.add_argument("--stage", required=True, choices=STAGES)
-    train.add_argument("--manifest", required=True, type=Path)
-    train.add_argument("--out", required=True, type=Path)
-    train.add_argument("--config", type=Path)
-    train.add_argument("--teacher-sf", type=Path)
-    train.add_argument("--teacher-dose", type=Path)
-    train.add_argument("--fold", type=int, default=0)
-    train.add_argument("--folds", type=_positive_int, default=3)
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--device", choices=DEVICES, default="auto")
-    train.add_argument("--resume", action="store_true")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
+    train.add_argument("--stage", required=True, choices=STAGES, help="what to train")
+    train.add_argument("--manifest", required=True, type=Path, help="training cohort CSV (case_id, label, ct, mask, ...)")
+    train.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, logs, the model package")
+    train.add_argument("--config", type=Path, help="training config YAML (default: the built-in defaults)")
+    train.add_argument("--teacher-sf", type=Path, help="the trained PET/CT teacher's package (student stage)")
+    train.add_argument("--teacher-dose", type=Path, help="the trained dose teacher's package (student stage)")
+    train.add_argument("--fold", type=int, default=0, help="cross-validation fold held out for testing (default: 0)")
+    train.add_argument("--folds", type=_positive_int, default=3, help="number of cross-validation folds (default: 3)")
+    train.add_argument("--epochs", type=_positive_int, help="override the config's number of epochs")
+    train.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--seed", type=int, help="override the config's random seed")
+    train.add_argument("--progress", choices=progress, default="auto",
+                       help="progress display: a bar (tqdm), JSON lines (json), or none")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model package on a cohort")
-    evaluate.add_argument("--manifest", required=True, type=Path)
-    evaluate.add_argument("--model", required=True, type=Path)
-    evaluate.add_argument("--out", required=True, type=Path)
-    evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1])
-    evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all")
-    evaluate.add_argument("--device", choices=DEVICES, default="auto")
+    evaluate.add_argument("--manifest", required=True, type=Path, help="cohort CSV with labels")
+    evaluate.add_argument("--model", required=True, type=Path, help="model package folder")
+    evaluate.add_argument("--out", required=True, type=Path, help="folder for the metrics report and plots")
+    evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1],
+                          help="simulated CT dose fractions, comma separated (default: 1,0.5,0.25,0.1)")
+    evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all",
+                          help="input combinations to evaluate, comma separated (default: ct,ct+fdg,ct+act,all)")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
     evaluate.add_argument("--fold", type=int, help="evaluate only the test cases this fold held out in training "
                           "(must be the package's fold; refused when the manifest gives other cases)")
     evaluate.add_argument("--folds", type=_positive_int, help="with --fold (default: the package's)")
-    evaluate.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto")
+    evaluate.add_argument("--progress", choices=progress, default="auto",
+                          help="progress display: a bar (tqdm), JSON lines (json), or none")
 
     classify = sub.add_parser("classify", help="grade one case (or every case of a manifest) and write result, "
                               "attention maps, graph, scene")
     sources = classify.add_mutually_exclusive_group(required=True)
-    sources.add_argument("--ct", type=Path)
-    sources.add_argument("--manifest", type=Path, help="grade every case of this CSV (columns case_id, ct, mask; "
-                         "pet_fdg, pet_act optional) into --out/results.csv and --out/cases/<case_id>/")
-    classify.add_argument("--pet-fdg", type=Path)
-    classify.add_argument("--pet-act", type=Path)
+    sources.add_argument("--ct", type=Path, help="the CT in Hounsfield units (image file or DICOM series folder)")
+    sources.add_argument("--manifest", type=Path, help="grade every case of this CSV (columns case_id, ct, and mask "
+                         "or seg; pet_fdg, pet_act optional) into --out/results.csv and --out/cases/<case_id>/")
+    classify.add_argument("--pet-fdg", type=Path, help="FDG PET in SUV, on any grid (optional)")
+    classify.add_argument("--pet-act", type=Path, help="acetate PET in SUV, on any grid (optional)")
     masks = classify.add_mutually_exclusive_group()
     masks.add_argument("--mask", type=Path, help="label map: 0 background, 1 liver, 2 tumour")
+    masks.add_argument("--seg", type=Path, help="DICOM SEG file with a liver segment and a tumour segment (named "
+                       "tumour, tumor, mass, lesion or neoplasm), placed on the CT by its frame geometry")
     masks.add_argument("--liver", type=Path, help="binary liver mask (use with --tumor)")
-    classify.add_argument("--tumor", "--tumour", dest="tumor", type=Path)
+    classify.add_argument("--tumor", "--tumour", dest="tumor", type=Path, help="binary tumour mask (with --liver)")
     classify.add_argument("--model", type=Path, help="model package folder (default: the shipped model)")
-    classify.add_argument("--out", required=True, type=Path)
-    classify.add_argument("--device", choices=DEVICES, default="auto")
+    classify.add_argument("--out", required=True, type=Path, help="output folder (result.json, attention maps, ...)")
+    classify.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
     classify.add_argument("--no-render", action="store_true", help="skip overview.png and scene.mrb")
     classify.add_argument("--progress", choices=("auto", "json", "none"), default="auto",
                           help="with --manifest: a line per case (auto) or one JSON event per case (json)")
 
     ldct = sub.add_parser("simulate-ldct", help="simulate a low-dose CT from a full-dose CT")
-    ldct.add_argument("--ct", required=True, type=Path)
-    ldct.add_argument("--dose", required=True, type=float)
-    ldct.add_argument("--out", required=True, type=Path)
-    ldct.add_argument("--seed", type=int, default=0)
-    ldct.add_argument("--device", choices=DEVICES, default="cpu")
+    ldct.add_argument("--ct", required=True, type=Path, help="the full-dose CT")
+    ldct.add_argument("--dose", required=True, type=float, help="dose fraction in (0, 1], e.g. 0.25")
+    ldct.add_argument("--out", required=True, type=Path, help="the low-dose CT file to write")
+    ldct.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    ldct.add_argument("--device", choices=DEVICES, default="cpu", help="compute device (default: cpu)")
 
     seal = sub.add_parser("seal", help="seal a model package's metadata with a new checksum (after a reviewed edit "
                           "of metadata.json, or for a package saved before metadata checksums)")
-    seal.add_argument("--model", required=True, type=Path)
+    seal.add_argument("--model", required=True, type=Path, help="model package folder")
 
     sub.add_parser("serve", help="persistent classification process: JSON-line requests on stdin, events on "
                    "stdout (used by the Slicer module; protocol in reactkd/inference/server.py)")
 
     demo = sub.add_parser("demo", help="generate a full-size synthetic PET/CT case and classify it")
-    demo.add_argument("--out", type=Path, default=Path("demo"))
-    demo.add_argument("--device", choices=DEVICES, default="auto")
+    demo.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: demo)")
+    demo.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
     return parser
 
 
@@ -153,15 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         code = _handler(args.command)(args)
         if isinstance(code, int):
             return code
-    except ReactKDError as exc:
-        message = " | ".join(line for line in str(exc).splitlines() if line.strip())
-        print(f"error: {message}", file=sys.stderr)
+    except ReactKDError as exc:  # one line whatever the message holds: input text cannot forge a second
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRORS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc} (nothing half-written was kept)", file=sys.stderr)
+        print(f"error: {one_line(f'{where}{exc.strerror or exc}')} (nothing half-written was kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
