@@ -1,7 +1,9 @@
 """REACTKD.py's in-Slicer self-test outside Slicer: the module file (with the REACTKDLib widget, parameter
 node, logic and self-test it imports) is loaded against stand-ins for Slicer, qt and vtk, the scene-bound
-steps are replaced by recorders, and the test is run by unittest as ctest runs it. Without torch (the extension build server) the classification step is skipped with its reason and the
-light steps still run; with everything installed it runs."""
+steps are replaced by recorders, and the test is run both ways Slicer runs it: by unittest's loader as ctest's
+``slicer.testing.runUnitTest`` does (each test method, never ``runTest``) and by a direct ``runTest()`` call as
+Reload and Test does. Without torch (the extension build server) the classification is a skip with its reason
+(a logged one in the GUI, never a failure) and the light steps still run; with everything installed it runs."""
 
 from __future__ import annotations
 
@@ -52,33 +54,56 @@ def module(monkeypatch):
     spec.loader.exec_module(namespace)
     calls = []
     test_class = namespace.REACTKDTest
-    for step in ("test_catalogue_lists_shipped_model", "test_sample_case_segments_found", "test_classify_sample_case"):
+    # The light steps and the classification's body are recorders; the classification's own guard stays.
+    for step in ("test_catalogue_lists_shipped_model", "test_sample_case_segments_found", "_classifySampleCase"):
         monkeypatch.setattr(test_class, step, lambda self, step=step: calls.append(step))
     monkeypatch.setattr(test_class, "delayDisplay", lambda self, text: None, raising=False)
     return namespace, calls
 
 
-def run_self_test(namespace) -> unittest.TestResult:
+def run_as_ctest(namespace) -> unittest.TestResult:
+    """As ctest's py_REACTKD: ``slicer.testing.runUnitTest`` loads the module's test methods with unittest's
+    loader (``runTest`` is never called) and runs them."""
     result = unittest.TestResult()
-    namespace.REACTKDTest("runTest").run(result)
+    unittest.TestLoader().loadTestsFromTestCase(namespace.REACTKDTest).run(result)
     return result
 
 
-def test_without_torch_classification_is_skipped_with_its_reason(module, monkeypatch):
-    namespace, calls = module
+def run_as_reload_and_test(namespace) -> None:
+    """As Reload and Test in the GUI: ``ScriptedLoadableModule.runTest`` calls ``REACTKDTest().runTest()``
+    directly; anything it raises (a SkipTest too) is a failure there."""
+    namespace.REACTKDTest().runTest()
+
+
+def without_torch(monkeypatch):
     monkeypatch.setattr(dependencies, "install_plan", lambda kind: InstallPlan(kind, "missing", ["monai==1.6.1"]))
-    result = run_self_test(namespace)
-    assert result.wasSuccessful() and not result.errors and not result.failures
+
+
+def test_ctest_without_torch_skips_only_the_classification_with_its_reason(module, monkeypatch):
+    namespace, calls = module
+    without_torch(monkeypatch)
+    result = run_as_ctest(namespace)
+    assert result.testsRun == 3 and result.wasSuccessful() and not result.errors and not result.failures
     assert len(result.skipped) == 1 and "PyTorch" in result.skipped[0][1] and "monai==1.6.1" in result.skipped[0][1]
+    assert sorted(calls) == ["test_catalogue_lists_shipped_model", "test_sample_case_segments_found"]
+
+
+def test_reload_and_test_without_torch_logs_a_skip_instead_of_failing(module, monkeypatch, caplog):
+    namespace, calls = module
+    without_torch(monkeypatch)
+    run_as_reload_and_test(namespace)  # raises nothing
     assert calls == ["test_catalogue_lists_shipped_model", "test_sample_case_segments_found"]
+    assert any("skipped" in record.getMessage() and "monai==1.6.1" in record.getMessage() for record in caplog.records)
 
 
-def test_with_everything_installed_the_classification_runs(module, monkeypatch):
+def test_with_everything_installed_the_classification_runs_both_ways(module, monkeypatch):
     namespace, calls = module
     monkeypatch.setattr(dependencies, "install_plan", lambda kind: InstallPlan(kind, None, []))
-    result = run_self_test(namespace)
-    assert result.wasSuccessful() and not result.skipped
-    assert calls[-1] == "test_classify_sample_case"
+    result = run_as_ctest(namespace)
+    assert result.wasSuccessful() and not result.skipped and "_classifySampleCase" in calls
+    calls.clear()
+    run_as_reload_and_test(namespace)
+    assert calls[-1] == "_classifySampleCase"
 
 
 def test_old_slicer_message_comes_from_the_module_logic(module, monkeypatch):

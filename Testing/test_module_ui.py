@@ -209,6 +209,61 @@ def test_slicer_test_runs_every_test_method():
     test_class = lib_class("REACTKDTest", "self_test.py")
     methods = {node.name for node in test_class.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
     run_test = next(node for node in test_class.body if isinstance(node, ast.FunctionDef) and node.name == "runTest")
-    called = {node.func.attr for node in ast.walk(run_test) if isinstance(node, ast.Call)
-              and isinstance(node.func, ast.Attribute)}
+    called = {node.attr for node in ast.walk(run_test) if isinstance(node, ast.Attribute)
+              and isinstance(node.value, ast.Name) and node.value.id == "self"}
     assert methods and sorted(methods - called) == []
+
+
+def widget_method(widget_ast, name: str) -> ast.FunctionDef:
+    widget = next(node for node in widget_ast.body if isinstance(node, ast.ClassDef) and node.name == "REACTKDWidget")
+    return next(node for node in widget.body if isinstance(node, ast.FunctionDef) and node.name == name)
+
+
+def calls_in(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr == name]
+
+
+def reported_calls(method: ast.FunctionDef) -> set[str]:
+    """Method names called inside a lambda handed to self._reportErrors (shown in a dialog when they raise)."""
+    return {call.func.attr for report in calls_in(method, "_reportErrors") for arg in report.args
+            if isinstance(arg, ast.Lambda) for call in ast.walk(arg.body)
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)}
+
+
+def test_what_can_fail_on_classify_is_reported_in_a_dialog(widget_ast):
+    """An install failure (pip offline) and "already running" raise: both must reach _reportErrors."""
+    assert "ensureDependencies" in reported_calls(widget_method(widget_ast, "ensureDependencies"))
+    assert "startClassification" in reported_calls(widget_method(widget_ast, "onClassify"))
+
+
+def test_result_rows_are_removed_with_their_rows(widget_ast):
+    """QFormLayout.takeAt leaves an empty row behind per Classify; removeRow removes the row."""
+    summary = widget_method(widget_ast, "showResultSummary")
+    assert calls_in(summary, "removeRow") and not calls_in(summary, "takeAt")
+
+
+def assigned(method: ast.FunctionDef, value) -> set[str]:
+    """Attributes `method` sets to the constant `value` (chained assignments included)."""
+    return {target.attr for node in ast.walk(method) if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant) and node.value.value is value
+            for target in node.targets if isinstance(target, ast.Attribute)}
+
+
+def test_totalsegmentator_cannot_be_reentered_nor_classify_started_meanwhile(widget_ast):
+    """TotalSegmentator runs on the main thread while its log reader pumps events: the flag is set for the run
+    (cleared in a finally), disables both buttons, and both handlers return while it is set."""
+    run = widget_method(widget_ast, "onTotalSegmentator")
+    finals = [node for node in ast.walk(run) if isinstance(node, ast.Try) and node.finalbody]
+    assert "_segmenting" in assigned(run, True)
+    assert any("_segmenting" in assigned(ast.Module(body=node.finalbody, type_ignores=[]), False) for node in finals)
+    for name in ("onTotalSegmentator", "onClassify", "_updateButtons"):
+        method = widget_method(widget_ast, name)
+        assert any(isinstance(node, ast.Attribute) and node.attr == "_segmenting" for node in ast.walk(method)), name
+    buttons = widget_method(widget_ast, "_updateButtons")
+    assert any(isinstance(node, ast.Attribute) and node.attr == "totalSegmentatorButton" for node in ast.walk(buttons))
+
+
+def test_closing_the_scene_forgets_its_nodes(widget_ast):
+    forgotten = assigned(widget_method(widget_ast, "onSceneStartClose"), None)
+    assert {"_lastSegmentation", "_lastLabelMap", "_jobTarget"} <= forgotten

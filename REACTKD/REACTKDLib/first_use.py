@@ -35,10 +35,13 @@ def _install_torch(requirement: str, problem: str) -> bool:
         slicer.util.errorDisplay(NO_PYTORCH_EXTENSION, windowTitle=TITLE)
         return False
     loaded = "torch" in sys.modules
-    if problem != "missing" and not _confirm(f"REACT-KD needs PyTorch {requirement}; this Slicer has {problem}. "
-                                             "Update it with the PyTorch extension?"):
+    # One question: ours for an upgrade (it says why), the extension's own for a fresh install.
+    asked = problem != "missing"
+    if asked and not _confirm(f"REACT-KD needs PyTorch {requirement}; this Slicer has {problem}. "
+                              "Update it with the PyTorch extension?"):
         return False
-    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True, torchVersionRequirement=requirement) is None:
+    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=not asked,
+                                                     torchVersionRequirement=requirement) is None:
         slicer.util.errorDisplay("REACT-KD cannot run without PyTorch.", windowTitle=TITLE)
         return False
     if loaded:  # the old torch stays in this process until Slicer restarts

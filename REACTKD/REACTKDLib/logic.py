@@ -83,7 +83,8 @@ class REACTKDLogic(ScriptedLoadableModuleLogic):
         return totalsegLogic
 
     def segmentWithTotalSegmentator(self, ctNode, totalsegLogic):
-        """A new segmentation of `ctNode` with liver and liver-lesion segments (blocks while it runs)."""
+        """(segmentation, note) of `ctNode` with liver and liver-lesion segments (blocks while it runs); the
+        note (else None) says the lesion task is missing and the segmentation has the liver only."""
         from .totalsegmentator import segment_with_totalsegmentator
 
         return segment_with_totalsegmentator(ctNode, totalsegLogic)

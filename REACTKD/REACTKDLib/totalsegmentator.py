@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import slicer
 
-from reactkd.errors import MaskError
-
 #: TotalSegmentator tasks (its Slicer extension) that give the liver, and the liver tumours.
 TOTALSEG_LIVER_TASK, TOTALSEG_LIVER_SUBSET, TOTALSEG_TUMOUR_TASK = "total", ["liver"], "liver_lesions"
 TOTALSEG_MISSING = ("Segmentation by TotalSegmentator needs its extension: install TotalSegmentator from the "
                     "Extensions Manager (it brings PyTorch and NNUNet), restart Slicer, then try again. Or draw the "
                     "liver and tumour in Segment Editor.")
+NO_LESION_TASK = ("This TotalSegmentator has no liver lesion task (update the extension: it came with "
+                  "TotalSegmentator 2.13). The liver is segmented and selected; draw the tumour in Segment Editor.")
 
 
-def segment_with_totalsegmentator(ct_node, totalseg_logic, cpu: bool = False) -> slicer.vtkMRMLSegmentationNode:
-    """A new segmentation of `ct_node` with TotalSegmentator's liver (task "total", liver only, fast) and its
-    liver lesions (task "liver_lesions") as segments, ready for `find_segment_ids`.
+def segment_with_totalsegmentator(ct_node, totalseg_logic,
+                                  cpu: bool = False) -> tuple[slicer.vtkMRMLSegmentationNode, str | None]:
+    """(segmentation, note): a new segmentation of `ct_node` with TotalSegmentator's liver (task "total", liver
+    only, fast) and its liver lesions (task "liver_lesions") as segments, ready for `find_segment_ids`.
 
     `totalseg_logic` is a TotalSegmentatorLogic (its requirements already set up). Its `process` blocks while it
     runs. The lesion task's own node is merged and removed. If that TotalSegmentator lacks the lesion task, the
-    liver segmentation is kept and MaskError says how to add the tumour.
+    liver-only segmentation is returned with a note saying how to add the tumour (the widget still selects it,
+    so the liver is picked); the note is None otherwise.
     """
     scene = ct_node.GetScene()
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{ct_node.GetName()} TotalSegmentator")
@@ -35,8 +37,7 @@ def segment_with_totalsegmentator(ct_node, totalseg_logic, cpu: bool = False) ->
         scene.RemoveNode(segmentation)
         raise
     if TOTALSEG_TUMOUR_TASK not in getattr(totalseg_logic, "tasks", {}):
-        raise MaskError("this TotalSegmentator has no liver lesion task (update the extension: it came with "
-                        "TotalSegmentator 2.13); the liver is segmented, draw the tumour in Segment Editor")
+        return segmentation, NO_LESION_TASK
     lesions = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "__REACTKD_lesions__")
     try:
         totalseg_logic.process(ct_node, lesions, False, cpu=cpu, task=TOTALSEG_TUMOUR_TASK)
@@ -45,4 +46,4 @@ def segment_with_totalsegmentator(ct_node, totalseg_logic, cpu: bool = False) ->
             segmentation.GetSegmentation().CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
     finally:
         scene.RemoveNode(lesions)
-    return segmentation
+    return segmentation, None

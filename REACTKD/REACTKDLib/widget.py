@@ -38,6 +38,7 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._jobTarget = None
+        self._segmenting = False  # TotalSegmentator runs on the main thread and pumps events: no re-entry
         self._timer = None
         self._lastSegmentation = None
         self._lastLabelMap = None
@@ -106,6 +107,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onCancel()
         self.logic.forgetResult()
         self.setParameterNode(None)
+        # References would keep the closed scene's nodes (and their images) alive.
+        self._lastSegmentation = self._lastLabelMap = self._jobTarget = None
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -180,10 +183,13 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtons(self):
         p = self._parameterNode
+        if p is None:  # between a scene's close and the next parameter node (TotalSegmentator pumps events)
+            return
         entry = self._currentEntry()
-        running = self._job is not None
+        running = self._job is not None or self._segmenting
         ready = bool(p.ctVolume and (p.segmentation or p.labelMapVolume) and entry and entry.available)
         self.ui.classifyButton.enabled = ready and not running
+        self.ui.totalSegmentatorButton.enabled = not running
         self.ui.classifyButton.toolTip = _("Classify the tumour grade.") if ready else _(
             "Select a CT, a segmentation (or label map) and an installed model.")
         self.ui.removeModelButton.enabled = bool(entry and entry.source != "shipped")
@@ -255,6 +261,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTotalSegmentator(self):
         """Segment liver and tumour with the TotalSegmentator extension and select the result."""
+        if self._segmenting or self._job is not None:  # its log reader pumps events: a second click lands here
+            return
         ctNode = self._parameterNode.ctVolume
         if ctNode is None:
             slicer.util.errorDisplay(_("Select the CT first."), windowTitle="REACT-KD")
@@ -267,18 +275,25 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if totalsegLogic is None:
             return
         self.ui.statusLabel.text = _("TotalSegmentator is running (minutes on a CPU)...")
-        with slicer.util.WaitCursor():
-            segmentation = self._reportErrors(lambda: self.logic.segmentWithTotalSegmentator(ctNode, totalsegLogic))
-        self.ui.statusLabel.text = ""
-        if segmentation is not None:
+        self._segmenting = True
+        self._updateButtons()
+        try:
+            with slicer.util.WaitCursor():
+                outcome = self._reportErrors(lambda: self.logic.segmentWithTotalSegmentator(ctNode, totalsegLogic))
+        finally:
+            self._segmenting = False
+            self.ui.statusLabel.text = ""
+            self._updateButtons()
+        if outcome is not None:
+            segmentation, note = outcome
             self._parameterNode.labelMapVolume = None
-            self._parameterNode.segmentation = segmentation
-            slicer.util.infoDisplay(_("Liver and tumour segmented. Check them (Segment Editor) before you classify."),
-                                    windowTitle="REACT-KD")
+            self._parameterNode.segmentation = segmentation  # picks the liver (and the tumour) by name
+            slicer.util.infoDisplay(note or _("Liver and tumour segmented. Check them (Segment Editor) before you "
+                                              "classify."), windowTitle="REACT-KD")
 
     # -------------------------------------------------------------------------------------- classify
     def onClassify(self):
-        if self._job is not None or not self.ensureDependencies():
+        if self._job is not None or self._segmenting or not self.ensureDependencies():
             return
         p = self._parameterNode
         entry = self._currentEntry()
@@ -286,8 +301,11 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             inputs = self._reportErrors(lambda: self.logic.inputsFromParameters(p))
         if inputs is None or entry is None:
             return
+        job = self._reportErrors(lambda: self.logic.startClassification(entry.path, p.device, inputs))
+        if job is None:  # e.g. "already running" from a re-entered click
+            return
         self._jobTarget = (p.ctVolume, p.segmentation)
-        self._job = self.logic.startClassification(entry.path, p.device, inputs)
+        self._job = job
         self.ui.progressBar.value = 5
         self.ui.progressBar.show()
         self.ui.cancelButton.show()
@@ -307,11 +325,11 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Stage: {stage}").format(stage=job.stage)
             return
         self._finishJob()
+        (ctNode, segmentationNode), self._jobTarget = self._jobTarget, None
         result = self._reportErrors(job.result)
         if result is None:
             self._updateButtons()
             return
-        ctNode, segmentationNode = self._jobTarget
         p = self._parameterNode
         shown = self._reportErrors(lambda: self.logic.showResult(
             ctNode, result, segmentationNode, p.attentionKind, p.opacity, p.showGraph))
@@ -324,6 +342,7 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.logic.cancelClassification()
         self._finishJob()
+        self._jobTarget = None
         self.ui.statusLabel.text = _("Cancelled: the classification process was stopped.")
         self._updateButtons()
 
@@ -337,10 +356,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def showResultSummary(self, result):
         self.ui.gradeLabel.text = _("Grade: {grade}").format(grade=result.grade)
         layout = self.ui.probabilitiesFrame.layout()
-        while layout.count():
-            widget = layout.takeAt(0).widget()
-            if widget is not None:
-                widget.setParent(None)
+        while layout.rowCount():  # removeRow deletes the row's widgets and the row (takeAt left empty rows)
+            layout.removeRow(0)
         for name in result.class_names:
             bar = qt.QProgressBar()
             bar.maximum = 1000
@@ -356,8 +373,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def ensureDependencies(self):
         """Ask before installing PyTorch (PyTorch extension) and the packages Classify needs."""
-        if not self._dependenciesReady:
-            self._dependenciesReady = self.logic.ensureDependencies("classify")
+        if not self._dependenciesReady:  # an install failure (offline, pip error) is shown, not only logged
+            self._dependenciesReady = bool(self._reportErrors(lambda: self.logic.ensureDependencies("classify")))
         return self._dependenciesReady
 
     def _reportErrors(self, action):

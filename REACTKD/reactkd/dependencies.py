@@ -17,10 +17,12 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from reactkd.errors import ReactKDError
 from reactkd.vocabulary import DATA_DIR
 
 #: What Classify needs (the REACTKD module), beside ``REACTKD.py`` once installed in Slicer.
@@ -221,7 +223,8 @@ def install_missing(plan: InstallPlan, confirm, install_torch, pip_install, rest
     """Ask (`confirm(text) -> bool`), then install what `plan` lacks: torch through
     `install_torch(TORCH_REQUIREMENT) -> bool` (the PyTorch extension), packages through `pip_install(lines)`.
     When an upgraded package was already imported, `restart(names)` is called (Slicer must restart for it).
-    True when everything needed is now in place in this process."""
+    True when everything needed is now in place in this process. A failing pip (offline, no index) raises
+    ReactKDError with one line, which the module shows in a dialog."""
     if plan.complete:
         return True
     if plan.torch is not None and not install_torch(TORCH_REQUIREMENT):
@@ -232,7 +235,12 @@ def install_missing(plan: InstallPlan, confirm, install_torch, pip_install, rest
                        "Python Package Index."):
             return False
         stale = needs_restart(plan.packages)
-        pip_install(plan.packages)
+        try:
+            pip_install(plan.packages)
+        except (subprocess.CalledProcessError, OSError) as exc:  # offline, no index, a failing build
+            code = f"pip exit code {exc.returncode}" if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+            raise ReactKDError(f"installing {', '.join(plan.packages)} failed ({code}); check the internet "
+                               "connection (pip's output is in the Python console) and try again") from None
         if stale:
             if restart is not None:
                 restart(stale)

@@ -7,6 +7,7 @@ inference process (`reactkd.inference.client`).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import importlib.util
@@ -239,28 +240,63 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: Children whose stop is under way (often in a daemon thread): killed at interpreter exit if still running,
+#: since daemon threads die with the interpreter and would leave the child behind (Slicer closing mid-request).
+_STOPPING: set[subprocess.Popen] = set()
+_STOPPING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _kill_unfinished_stops() -> None:
+    with _STOPPING_LOCK:
+        unfinished = [process for process in _STOPPING if process.poll() is None]
+    for process in unfinished:
+        with contextlib.suppress(OSError):
+            if os.name == "nt":  # pragma: no cover
+                process.kill()
+            else:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 def stop_process_group(process: subprocess.Popen, grace_s: float = CANCEL_GRACE_S) -> None:
     """Stop `process` (started with `new_group_options`) and every process in its group: SIGTERM, then
-    SIGKILL after `grace_s` (Windows: CTRL_BREAK, then ``taskkill /T /F``). Returns once it has exited."""
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
-        with contextlib.suppress(OSError, ValueError):
-            process.send_signal(signal.CTRL_BREAK_EVENT)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        # taskkill /T walks the tree from the child's PID; best effort once the child is gone.
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
+    SIGKILL after `grace_s` (Windows: CTRL_BREAK, then ``taskkill /T /F`` without a console window; at once
+    when CTRL_BREAK cannot be sent, as for a console-less child). Returns once it has exited; a stop still
+    under way when the interpreter exits is finished by a kill then."""
+    with _STOPPING_LOCK:
+        _STOPPING.add(process)
+    try:
+        if os.name == "nt":
+            _stop_windows_tree(process, grace_s)
+            return
+        group = process.pid  # start_new_session made the child its group leader
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and (process.poll() is None or group_alive(group)):
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)  # whatever ignored SIGTERM, or outlived its parent
         process.wait()
-        return
-    group = process.pid  # start_new_session made the child its group leader
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (process.poll() is None or group_alive(group)):
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)  # whatever ignored SIGTERM, or outlived its parent
+    finally:
+        with _STOPPING_LOCK:
+            _STOPPING.discard(process)
+
+
+def _stop_windows_tree(process: subprocess.Popen, grace_s: float) -> None:
+    try:
+        process.send_signal(signal.CTRL_BREAK_EVENT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
+    except (OSError, ValueError):
+        pass  # no console to deliver it to: waiting would only delay the kill
+    # taskkill /T walks the tree from the child's PID; without CREATE_NO_WINDOW a console flashes up.
+    with contextlib.suppress(OSError):
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False,
+                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000))
+    if process.poll() is None:  # taskkill absent or refused: the child itself at least
+        with contextlib.suppress(OSError):
+            process.kill()
     process.wait()
 
 

@@ -4,6 +4,7 @@ nothing is installed without a yes, a missing PyTorch extension gets its one-lin
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -11,6 +12,7 @@ import pytest
 import slicer
 
 from reactkd.dependencies import TORCH_REQUIREMENT, InstallPlan
+from reactkd.errors import ReactKDError
 from REACTKDLib import first_use
 
 
@@ -63,6 +65,21 @@ def test_an_old_loaded_torch_is_updated_then_slicer_restarts(recorded, monkeypat
     kinds = [c[0] for c in calls]
     assert kinds == ["confirm", "installTorch", "confirm", "restart"]
     assert "2.2.1" in calls[0][1]
+    assert calls[1] == ("installTorch", False, TORCH_REQUIREMENT)  # asked once: the extension does not ask again
+
+
+def test_a_failing_pip_is_one_reactkd_error_for_the_dialog(recorded, monkeypatch):
+    """Offline, slicer.util.pip_install raises CalledProcessError: the widget shows ReactKDErrors in a dialog."""
+    calls, _, patch = recorded
+
+    def offline(lines):
+        raise subprocess.CalledProcessError(1, ["pip", "install", *lines])
+
+    monkeypatch.setattr(slicer.util, "pip_install", offline, raising=False)
+    plan(patch, None, ["einops>=0.7", "reactkd-surely-absent-package>=3"])
+    with pytest.raises(ReactKDError, match="pip exit code 1") as caught:
+        first_use.ensure_dependencies()
+    assert "reactkd-surely-absent-package>=3" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_without_the_pytorch_extension_the_user_is_told_how_to_get_it(recorded, monkeypatch):

@@ -13,7 +13,6 @@ pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 import slicer  # noqa: E402
 
-from reactkd.errors import MaskError  # noqa: E402
 from reactkd.scene import add_volume  # noqa: E402
 from REACTKDLib.scene_inputs import find_segment_ids, inputs_from_nodes  # noqa: E402
 from REACTKDLib.totalsegmentator import segment_with_totalsegmentator  # noqa: E402
@@ -55,7 +54,8 @@ def test_totalsegmentator_result_fills_the_pickers_and_reproduces_the_labels(hea
     labels = sitk.GetArrayFromImage(case.mask)
     fake = FakeTotalSegmentator(labels, standard_names)
     count = headless.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
-    segmentation = segment_with_totalsegmentator(ct, fake)
+    segmentation, note = segment_with_totalsegmentator(ct, fake)
+    assert note is None
     assert headless.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == count + 1  # lesion node merged
     assert fake.calls == [("total", True, ["liver"]), ("liver_lesions", False, None)]
     assert find_segment_ids(segmentation) == ("liver", "liver_lesions")
@@ -77,10 +77,9 @@ def test_names_of_other_totalsegmentator_tasks_map_too(headless, case):
 def test_without_the_lesion_task_the_liver_is_kept_and_the_user_told(headless, case):
     ct = add_volume(headless.scene, case.ct, "CT")
     fake = FakeTotalSegmentator(sitk.GetArrayFromImage(case.mask), tasks=("total",))
-    with pytest.raises(MaskError, match="no liver lesion task"):
-        segment_with_totalsegmentator(ct, fake)
-    kept = headless.scene.GetFirstNodeByName("CT TotalSegmentator")
-    assert kept is not None and find_segment_ids(kept) == ("liver", None)
+    kept, note = segment_with_totalsegmentator(ct, fake)  # returned, so the widget selects it and picks the liver
+    assert "no liver lesion task" in note
+    assert kept is headless.scene.GetFirstNodeByName("CT TotalSegmentator") and find_segment_ids(kept) == ("liver", None)
 
 
 def test_a_failing_run_leaves_no_empty_segmentation(headless, case):
