@@ -200,3 +200,35 @@ def test_liver_referenced_pet_is_the_tumour_to_liver_ratio(small_case):
         PreprocessConfig(pet_scale="suv")
     with pytest.raises(MaskError, match="liver parenchyma"):
         preprocess_case(ct, mask, pet_fdg=pet * 0.0, config=config)
+
+
+@pytest.mark.parametrize("value,refused", [(-1.3e4, True), (3.6e4, True), (np.inf, True), (-1.1e4, False),
+                                           (3.2e4, False)])
+def test_ct_values_no_scanner_writes_are_refused_at_the_limits(value, refused):
+    """The bounds of CT_HU_LIMITS, judged inside the organ only; the same values outside it pass."""
+    from reactkd.errors import ImageReadError
+    from reactkd.preprocessing import check_ct_values
+
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1:3, 1:4, 2:5] = 1
+    inside, outside = np.full(labels.shape, 55.0, np.float32), np.full(labels.shape, 55.0, np.float32)
+    inside[2, 3, 4], outside[0, 0, 0] = value, value
+    check_ct_values(sitk.GetImageFromArray(outside), labels)
+    if refused:
+        with pytest.raises(ImageReadError, match="outside what any CT holds"):
+            check_ct_values(sitk.GetImageFromArray(inside), labels)
+    else:
+        check_ct_values(sitk.GetImageFromArray(inside), labels)
+
+
+def test_pet_warnings_name_a_negative_liver_share_above_a_tenth():
+    from reactkd.preprocessing import PET_NEGATIVE_SHARE, pet_warnings
+
+    labels = np.ones((2, 5, 10), np.uint8)
+    pet = np.full(labels.shape, 2.5, np.float32)
+    pet.ravel()[: int(PET_NEGATIVE_SHARE * pet.size)] = -0.2  # exactly the share allowed: noise
+    assert pet_warnings("FDG PET", pet, labels) == []
+    pet.ravel()[: int(PET_NEGATIVE_SHARE * pet.size) + 3] = -0.2
+    (warning,) = pet_warnings("FDG PET", pet, labels)
+    assert warning.startswith("FDG PET is negative in 13% of the liver region")
+    assert "constant" in pet_warnings("FDG PET", np.full(labels.shape, -1.0, np.float32), labels)[0]

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from reactkd.errors import GeometryError, MaskError
+from reactkd.errors import GeometryError, ImageReadError, MaskError
 from reactkd.images.geometry import Geometry
 from reactkd.vocabulary import LIVER_CODE, MODALITIES, TUMOUR_CODE
 
@@ -210,6 +210,44 @@ def hounsfield_warnings(ct_hu: np.ndarray, labels: np.ndarray) -> list[str]:
     return []
 
 
+#: Hounsfield units no CT holds: the widest scale scanners write is Siemens' extended CT scale (-10240 to 30710 HU,
+#: for metal), 16-bit storage ends near +-32768; the margin keeps the noise of simulated 0.1 %-dose scans
+#: (`evaluate --doses`, thousands of HU) inside. A value beyond these is corruption, not anatomy.
+CT_HU_LIMITS = (-12000.0, 35000.0)
+
+
+def check_ct_values(ct: sitk.Image, labels: np.ndarray) -> None:
+    """Refuse a CT (crop) whose liver or tumour (`labels` > 0, the same grid) holds values no CT can hold: the
+    window would clip them to plausible tissue and the case would get a confident grade."""
+    values = sitk.GetArrayViewFromImage(ct)
+    low, high = CT_HU_LIMITS
+    if low <= float(values.min()) and float(values.max()) <= high:  # one pass over the crop for valid CTs
+        return
+    organ = values[labels > 0]
+    worst = [float(v) for v in (organ.min(), organ.max()) if not low <= float(v) <= high] if organ.size else []
+    if worst:
+        raise ImageReadError(f"CT values inside the liver or tumour reach {worst[0]:.4g} HU, outside what any CT "
+                             f"holds ({low:g} to {high:g} HU): the file is corrupt or not a CT in Hounsfield units")
+
+
+#: More than this share of negative PET values in the liver is a broken series (wrong rescale, a subtraction
+#: image): reconstructed uptake dips below zero only through noise where there is almost none.
+PET_NEGATIVE_SHARE = 0.1
+
+
+def pet_warnings(name: str, pet: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Warnings for a PET (on the model grid) whose uptake across the liver (`labels` > 0) is implausible."""
+    organ = pet[labels > 0]
+    if not organ.size or float(np.ptp(organ)) <= 1e-6:
+        return [f"{name} is constant ({float(pet.max()):.3g}) across the liver: it carries no "
+                "uptake information; check that the right series was given"]
+    negative = float(np.mean(organ < 0))
+    if negative > PET_NEGATIVE_SHARE:
+        return [f"{name} is negative in {negative:.0%} of the liver region; uptake (SUV) cannot be negative beyond "
+                "noise: check the series and its rescale slope/intercept"]
+    return []
+
+
 def eight_bit_warnings(ct: sitk.Image) -> list[str]:
     """A warning when the CT around the liver holds only whole numbers in [0, 255]: an 8-bit image (a screenshot
     or a windowed export) passes the Hounsfield checks, but its fat, air and contrast are clipped away."""
@@ -293,6 +331,7 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
     crop = [slice(start, stop) for start, stop in box]
     ct_crop = ct[crop[0], crop[1], crop[2]]
     mask_crop = mask[crop[0], crop[1], crop[2]]
+    check_ct_values(ct_crop, labels[crop[2], crop[1], crop[0]])
     ct_hu = sitk.GetArrayFromImage(resample_to(ct_crop, grid, sitk.sitkLinear, default=-1024.0))
     label_map = sitk.GetArrayFromImage(resample_to(mask_crop, grid, sitk.sitkNearestNeighbor)).astype(np.uint8)
     label_map = clean_label_map(label_map, config.min_liver_island_fraction)
@@ -313,9 +352,7 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
         if overlap < 0.95:
             warnings.append(f"{name} covers only {overlap:.0%} of the liver region; uptake outside it reads as 0")
         pet_grid = sitk.GetArrayFromImage(resample_to(pet, grid, sitk.sitkLinear))
-        if float(np.ptp(pet_grid[label_map > 0])) <= 1e-6 if (label_map > 0).any() else True:
-            warnings.append(f"{name} is constant ({float(pet_grid.max()):.3g}) across the liver: it carries no "
-                            "uptake information; check that the right series was given")
+        warnings += pet_warnings(name, pet_grid, label_map)
         if config.pet_scale == "liver":
             images[channel] = normalise_pet_to_liver(pet_grid, label_map, config.pet_liver_ratio_max)
         else:

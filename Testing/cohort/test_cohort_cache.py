@@ -49,3 +49,25 @@ def test_cache_folder_is_beside_the_manifest_unless_reactkd_cache_is_set(tmp_pat
     assert cohort_cache_dir(tmp_path / "cohort/manifest.csv") == tmp_path / "cohort/.reactkd-cache"
     monkeypatch.setenv("REACTKD_CACHE", str(tmp_path / "elsewhere"))  # train and evaluate both read it
     assert cohort_cache_dir(tmp_path / "cohort/manifest.csv") == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("header,field", [("scan.nhdr", "data file: {}"), ("scan.mhd", "ElementDataFile = {}")])
+def test_a_changed_detached_data_file_changes_the_cache_key(header, field, tmp_path):
+    """The voxels of a detached header live in its data file: rewriting only that file must not serve the cached
+    tensors of the old one (issue 25, class 3)."""
+    import os
+
+    from reactkd.cohort.cache import _cache_key
+    from reactkd.cohort.manifest import CaseRecord
+
+    (tmp_path / "voxels.bin").write_bytes(bytes(96))
+    (tmp_path / header).write_text("NRRD0004\n" + field.format("voxels.bin") + "\n" if header.endswith(".nhdr")
+                                   else "NDims = 3\n" + field.format("voxels.bin") + "\n")
+    (tmp_path / "labels.nii").write_bytes(b"x")
+    record = CaseRecord("k7", "q7", 2, tmp_path / header, None, None, tmp_path / "labels.nii")
+    settings = PreprocessConfig(grid=(8, 16, 16)), GraphSettings(max_tumours=3, liver_parcels=2)
+    before = _cache_key([record], *settings)
+    stat = (tmp_path / "voxels.bin").stat()
+    (tmp_path / "voxels.bin").write_bytes(b"\x01" * 96)  # same size, other content and time
+    os.utime(tmp_path / "voxels.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert _cache_key([record], *settings) != before

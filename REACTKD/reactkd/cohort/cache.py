@@ -23,6 +23,7 @@ from reactkd.atomic import atomic_path
 from reactkd.cohort.manifest import CaseRecord
 from reactkd.errors import ReactKDError
 from reactkd.graph import GraphSettings, build_regions, head_region_labels
+from reactkd.images.image_files import image_files
 from reactkd.images.readers import read_image
 from reactkd.preprocessing import PreprocessConfig, preprocess_case
 
@@ -69,6 +70,12 @@ def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: G
             if path is not None:
                 stat = path.stat()
                 digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+                # A detached header's data files and a DICOM folder's files hold the voxels: a changed one must
+                # not serve stale tensors. Single-file images add nothing, so their keys stay as they were.
+                for file in image_files(path, f"{record.case_id} {path.name}"):
+                    if file != path:
+                        stat = file.stat()
+                        digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         digest.update(f"{record.case_id}:{record.label}".encode())
     return digest.hexdigest()[:20]
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reactkd.atomic import write_text_atomic
-from reactkd.errors import ManifestError, ReactKDError
+from reactkd.errors import ImageReadError, ManifestError, ReactKDError
+from reactkd.images.image_files import file_type_problem, image_files
 from reactkd.vocabulary import CLASS_NAMES
 
 COLUMNS = ("case_id", "patient_id", "label", "ct", "pet_fdg", "pet_act", "mask")
@@ -64,7 +65,9 @@ class ManifestPathError(ValueError):
 def resolve_cell(root: Path, cell: str, contained: bool = True) -> Path | None:
     """The one path rule of every manifest: a cell is relative to the manifest's folder `root`; with
     `contained` (cohorts for training and evaluation) it must stay inside that folder, else (grading
-    manifests) it may also be absolute or point elsewhere. Empty cell: None. Raises ManifestPathError."""
+    manifests) it may also be absolute or point elsewhere. Either way the image must follow the readers' file
+    rule (`images.image_files`: regular files only, a detached header's data files beside or below it), so a
+    contained cell's every byte lies in the cohort folder. Empty cell: None. Raises ManifestPathError."""
     cell = cell.strip()
     if not cell:
         return None
@@ -81,6 +84,10 @@ def resolve_cell(root: Path, cell: str, contained: bool = True) -> Path | None:
         if isinstance(exc, ManifestPathError):
             raise
         raise ManifestPathError(f"unusable path {cell!r} ({exc})") from None
+    try:
+        image_files(resolved, cell)
+    except ImageReadError as exc:
+        raise ManifestPathError(str(exc)) from None
     return resolved
 
 
@@ -216,6 +223,8 @@ def read_grading_manifest(path: str | Path) -> list[GradingCase]:
     """Rows of a grading manifest. A missing column or an unreadable file raises ManifestError; a bad row
     (missing file, duplicate or unsafe case_id) is returned with its `problem` so the others still run."""
     path = Path(path)
+    if (kind := file_type_problem(path)) not in (None, "not found"):  # reading a FIFO would hang
+        raise ManifestError(f"{path}: the manifest is {kind}, not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from reactkd.errors import GeometryError, ImageReadError
+from reactkd.images.image_files import image_files
 
 #: Refuse images with more voxels than this before allocating them (a 1024^2 x 2000 CT is ~2.1e9).
 MAX_VOXELS = 2_200_000_000
@@ -69,11 +70,10 @@ def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = 
     """
     path = str(path)
     name = name or path
+    image_files(path, name)  # special files and data files outside the header's folder, before anything opens
     if os.path.isdir(path):
         image = _read_dicom_folder(path, name)
     else:
-        if not os.path.isfile(path):
-            raise ImageReadError(f"{name}: file not found")
         if os.path.getsize(path) == 0:
             raise ImageReadError(f"{name}: file is empty")
         reader = sitk.ImageFileReader()
@@ -83,7 +83,7 @@ def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = 
         except RuntimeError as exc:
             raise ImageReadError(f"{name}: not a readable image ({first_error_line(exc)})") from None
         _check_header(name, reader)
-        _check_nifti_data_length(path, reader, name)
+        _check_nifti_payload(path, reader, name)
         _check_inline_data_size(path, reader, name)
         try:
             image = reader.Execute()
@@ -99,22 +99,86 @@ def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = 
     return image
 
 
-def _check_nifti_data_length(path: str, reader: sitk.ImageFileReader, name: str) -> None:
-    """Refuse a truncated NIfTI file: ITK's NIfTI reader silently fills missing voxels with zeros."""
-    if not path.lower().endswith((".nii", ".nii.gz")):
+def _check_nifti_payload(path: str, reader: sitk.ImageFileReader, name: str) -> None:
+    """Refuse, from the raw bytes, a truncated NIfTI file and float voxels that are NaN or infinite: ITK's NIfTI
+    reader fills missing voxels with zeros and sets non-finite ones to 0 before anything else sees them."""
+    data = _nifti_data_file(path)
+    if data is None:
         return
     try:
         count = int(np.prod([int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)],
                             dtype=np.int64))
-        needed = int(float(reader.GetMetaData("vox_offset"))) + count * int(reader.GetMetaData("bitpix")) // 8
+        offset = int(float(reader.GetMetaData("vox_offset")))
+        needed = offset + count * int(reader.GetMetaData("bitpix")) // 8
     except (RuntimeError, ValueError):
         return  # header fields missing: leave the decision to ITK
-    if not path.lower().endswith(".gz"):
-        available = os.path.getsize(path)
+    dtype = _nifti_float_dtype(path)
+    scan = _FiniteScan(dtype, offset, needed) if dtype is not None else None
+    if not data.lower().endswith(".gz"):
+        available = os.path.getsize(data)
+        if scan is not None and available >= needed:
+            with open(data, "rb") as handle:
+                handle.seek(offset)
+                scan.position = offset
+                while scan.finite and scan.position < needed and (chunk := handle.read(1 << 24)):
+                    scan.feed(chunk)
     else:
-        available = _gzip_length(path, needed, name)
+        available = _gzip_length(data, needed, name, scan.feed if scan is not None else None)
     if available < needed:
         raise ImageReadError(f"{name}: file is truncated ({available} of {needed} bytes of image data)")
+    if scan is not None and not scan.finite:
+        raise ImageReadError(f"{name}: contains NaN or infinite voxels")
+
+
+def _nifti_data_file(path: str) -> str | None:
+    """The file holding a NIfTI image's voxels: the .nii itself, or the .img of a .hdr/.img pair; None otherwise."""
+    lower = path.lower()
+    if lower.endswith((".nii", ".nii.gz")):
+        return path
+    if lower.endswith(".hdr"):
+        return next((path[:-4] + ext for ext in (".img", ".img.gz") if os.path.isfile(path[:-4] + ext)), None)
+    return None
+
+
+#: NIfTI datatype codes of the float types (the only ones that hold NaN or infinity; complex is refused earlier).
+_NIFTI_FLOAT_CODES = {16: "f4", 64: "f8"}
+
+
+def _nifti_float_dtype(path: str) -> np.dtype | None:
+    """The voxel type of a float NIfTI-1/-2 file, byte order included, from its own header; None otherwise."""
+    import gzip
+    import struct
+
+    try:
+        with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as handle:
+            head = handle.read(540)
+    except (OSError, EOFError, ValueError):  # corrupt compressed data: the length check reports it
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] in (348, 540):
+            at = 70 if struct.unpack(order + "i", head[:4])[0] == 348 else 12  # NIfTI-1 / NIfTI-2 layout
+            kind = _NIFTI_FLOAT_CODES.get(struct.unpack(order + "h", head[at:at + 2])[0])
+            return np.dtype(order + kind) if kind else None
+    return None
+
+
+class _FiniteScan:
+    """Whether the values in bytes [start, stop) of a stream, fed in pieces of any length, are all finite."""
+
+    def __init__(self, dtype: np.dtype, start: int, stop: int) -> None:
+        self.dtype, self.start, self.stop = dtype, start, stop
+        self.position, self.rest, self.finite = 0, b"", True
+
+    def feed(self, data: bytes) -> None:
+        begin = self.position
+        self.position += len(data)
+        low, high = max(begin, self.start), min(self.position, self.stop)
+        if not self.finite or low >= high:
+            return
+        piece = self.rest + data[low - begin:high - begin]
+        usable = len(piece) - len(piece) % self.dtype.itemsize
+        self.finite = bool(np.isfinite(np.frombuffer(piece, self.dtype, usable // self.dtype.itemsize)).all())
+        self.rest = piece[usable:]
 
 
 #: Deflate cannot compress by more than about 1032:1, so inline data needs at least this share of its size.
@@ -144,8 +208,9 @@ def _check_inline_data_size(path: str, reader: sitk.ImageFileReader, name: str) 
                              f"{os.path.getsize(path)} bytes (truncated or forged)")
 
 
-def _gzip_length(path: str, enough: int, name: str) -> int:
-    """Decompressed length of a gzip file, counted up to `enough` bytes (a cut stream just ends early)."""
+def _gzip_length(path: str, enough: int, name: str, feed=None) -> int:
+    """Decompressed length of a gzip file, counted up to `enough` bytes (a cut stream just ends early);
+    `feed(bytes)` sees the decompressed data in order (one pass serves the length and the finiteness checks)."""
     import zlib
 
     inflater, available, members = zlib.decompressobj(wbits=31), 0, 0
@@ -153,11 +218,14 @@ def _gzip_length(path: str, enough: int, name: str) -> int:
         while available < enough and (data := handle.read(1 << 20)):
             while data and available < enough:
                 try:
-                    available += len(inflater.decompress(data, 1 << 24))
+                    out = inflater.decompress(data, 1 << 24)
                 except zlib.error as exc:
                     if members:  # padding or junk after a complete member: gzip readers ignore it too
                         return available
                     raise ImageReadError(f"{name}: corrupt compressed data ({exc})") from None
+                available += len(out)
+                if feed is not None:
+                    feed(out)
                 data = inflater.unconsumed_tail
                 if inflater.eof:  # a gzip file may hold several members
                     data, inflater, members = inflater.unused_data + data, zlib.decompressobj(wbits=31), members + 1
