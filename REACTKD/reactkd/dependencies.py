@@ -37,9 +37,12 @@ TORCH_REQUIREMENT = ">=2.8.0"
 MINIMUM_SLICER = (5, 10)
 MINIMUM_PYTHON = (3, 10)
 #: Distributions that Slicer bundles (its own builds; SimpleITK carries Slicer's image IO): never pip-installed.
+#: highdicom belongs to Slicer's DICOM stack: 5.12 bundles highdicom 0.27 with pydicom 3.0.2, while 5.10 has
+#: pydicom 2.4.4 and no highdicom, where installing it would replace Slicer's pydicom with 3.x under its DICOM
+#: module. So DICOM SEG input (`--seg`) works in Slicer 5.12 and later, and everywhere with pip.
 SLICER_BUNDLED = frozenset({"simpleitk", "scipy", "numpy", "vtk", "pip", "setuptools", "wheel", "packaging",
                             "requests", "urllib3", "certifi", "idna", "charset-normalizer", "pydicom",
-                            "dicomweb-client", "six", "ctk", "qt", "pythonqt", "jupyter", "pillow"})
+                            "highdicom", "dicomweb-client", "six", "ctk", "qt", "pythonqt", "jupyter", "pillow"})
 
 #: Distribution name (lower case) -> module it installs, where the two differ.
 IMPORT_NAMES = {"pot": "ot", "scikit-learn": "sklearn", "pyyaml": "yaml", "simpleitk": "SimpleITK",

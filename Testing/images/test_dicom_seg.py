@@ -5,6 +5,7 @@ them; `classify --seg` grades as `--mask` does."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -149,6 +150,14 @@ def test_files_that_are_not_a_seg_give_one_line(case, tmp_path):
             read_dicom_seg(path, ct)
         assert "\n" not in str(caught.value)
 
+
+
+def test_without_highdicom_a_seg_is_one_line_naming_what_to_install(case, tmp_path, monkeypatch):
+    """Slicer 5.10 has no highdicom (installing it would replace Slicer's pydicom): say so, do not crash."""
+    ct = case[0]
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom now raises ImportError
+    with pytest.raises(ImageReadError, match="needs highdicom"):
+        read_dicom_seg(tmp_path / "absent.dcm", ct)
 
 @pytest.mark.slow
 def test_classify_with_seg_gives_the_grade_and_probabilities_of_the_mask(case, tmp_path):

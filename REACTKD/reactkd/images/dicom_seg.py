@@ -69,8 +69,12 @@ def read_dicom_seg(path: str | os.PathLike, reference: sitk.Image, name: str = "
     empty count as empty) and brought onto the CT grid by nearest neighbour, so a SEG on the CT's own grid gives
     back its voxels exactly. Bad input raises ImageReadError or MaskError with a one-line message.
     """
-    import highdicom
-    import pydicom
+    try:
+        import highdicom
+        import pydicom
+    except ImportError:
+        raise ImageReadError(f"{name}: reading a DICOM SEG needs highdicom (bundled with Slicer 5.12 and later; "
+                             "elsewhere: pip install highdicom)") from None
 
     path = Path(path)
     try:
