@@ -17,7 +17,8 @@ PACKAGE = REPO / "REACTKD" / "reactkd"
 #: Floors, lowest first: a part may import parts of lower floors only, never a part of its own floor.
 FLOORS = (
     ("vocabulary", "errors"),
-    ("interrupts", "atomic", "processes", "output_paths", "devices", "progress", "dependencies", "scores"),
+    ("interrupts", "atomic", "processes", "output_paths", "devices", "progress", "dependencies", "scores",
+     "json_files", "memory"),
     ("images",),
     ("preprocessing", "graph", "ldct"),
     ("models", "losses"),

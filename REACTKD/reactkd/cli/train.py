@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ from reactkd.cohort.folds import PackageSplit, inner_split, split_fold
 from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import resolve_device
 from reactkd.errors import ConfigError, ModelPackageError
+from reactkd.memory import check_memory, gib, training_peak_bytes
 from reactkd.package.model_package import load_package
 from reactkd.progress import Progress
 from reactkd.training.config import load_config
@@ -64,9 +67,15 @@ def run_train(args: argparse.Namespace) -> Path:
     train_idx, val_idx = inner_split(records, train_part, config.inner_val_fraction, seed=config.seed)
     progress = Progress(args.progress, enabled=dist_ctx.is_main)
     preprocess = config.preprocess_config()
+    status = _status_printer(args.progress, dist_ctx.is_main)
+    check_training_memory(args.stage, config, preprocess.grid, len(records), device, status)
     cache_dir = cohort_cache_dir(args.manifest)
-    cohort = load_cohort(records, preprocess, config.graph, cache_dir=cache_dir,
-                         progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
+
+    def cohort_progress(done: int, total: int) -> None:
+        progress.emit("preprocess", done=done, total=total)
+        status(f"preparing the cohort cache: {done}/{total}", final=done == total)
+
+    cohort = load_cohort(records, preprocess, config.graph, cache_dir=cache_dir, progress=cohort_progress)
     if device.type == "cuda":
         cohort = _place_cohort(cohort, device)
     targets = None
@@ -84,6 +93,8 @@ def run_train(args: argparse.Namespace) -> Path:
     if targets is not None:
         stage.to(device)
     trainer = Trainer(stage, cohort, train_idx, val_idx, config, args.out, device, progress, dist_ctx)
+    status(f"training {args.stage}: {config.epochs} epoch(s) of {trainer.steps_per_epoch} step(s) on {device}",
+           final=True)
     result = trainer.run(resume=args.resume)
     out = Path(args.out)
     if dist_ctx.is_main:
@@ -113,3 +124,39 @@ def _place_cohort(cohort, device: torch.device):
             setattr(cohort, name, getattr(cohort, name).to(device))
         return cohort
     return cohort.pin()
+
+
+def _status_printer(mode: str, enabled: bool):
+    """Plain status lines on stderr from the first second, for `--progress auto` or `tqdm` (JSON mode has its
+    events, `none` asks for silence); repeated lines at most one a second, the last always."""
+    quiet = not enabled or mode in ("json", "none")
+    last = [0.0]
+
+    def status(text: str, final: bool = False) -> None:
+        now = time.monotonic()
+        if not quiet and (final or now - last[0] >= 1.0):
+            last[0] = now
+            print(text, file=sys.stderr, flush=True)
+
+    return status
+
+
+def check_training_memory(stage: str, config, grid, n_cases: int, device: torch.device, status) -> None:
+    """Refuse, before any case is read, a run whose estimated peak memory (docs/reliability.md) is more than the
+    machine (or, for a CUDA run, the GPU) has; say what it needs from the first second either way."""
+    network = config.student if stage == STUDENT else config.teacher
+    host, step = training_peak_bytes(stage, network, grid, config.batch_size, n_cases)
+    grid_text = " x ".join(map(str, grid))
+    fix = ("use a smaller config (e.g. reactkd/configs/demo.yaml: grid 32 x 64 x 64, feature_size 12), a smaller "
+           "batch_size or preprocessing grid")
+    if device.type == "cuda":
+        check_memory(host, f"training {stage} ({n_cases} cases on a {grid_text} grid)", fix)
+        step //= 2  # bf16 autocast
+        free, _ = torch.cuda.mem_get_info(device)
+        if step > free and os.environ.get("REACTKD_MEMORY_CHECK", "1") != "0":
+            raise ConfigError(f"training {stage} (batch_size {config.batch_size} on a {grid_text} grid) needs about "
+                              f"{gib(step)} of GPU memory, but {device} has {gib(free)} free; {fix}")
+    else:
+        check_memory(host + step, f"training {stage} on the CPU (batch_size {config.batch_size} on a {grid_text} "
+                     f"grid, {n_cases} cases)", fix + ", or train on a GPU with --device cuda")
+    status(f"estimated peak memory: {gib(host)} on the host, {gib(step)} per step on {device}", final=True)

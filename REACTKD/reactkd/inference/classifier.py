@@ -20,12 +20,15 @@ from reactkd.errors import ModelPackageError, ReactKDError
 from reactkd.graph import RegionSet, head_region_labels
 from reactkd.inference.region_graph import case_regions, region_graph
 from reactkd.inference.result import ClassificationResult
+from reactkd.memory import check_memory, classify_peak_bytes
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
+#: Probabilities whose largest and smallest differ by at most this are a tie, not a grade.
+DEGENERATE_SPREAD = 1e-6
 
 
 class Classifier:
@@ -81,6 +84,9 @@ class Classifier:
                  pet_act: sitk.Image | None = None) -> ClassificationResult:
         with self._lock:
             notes = self._check_modalities(pet_fdg, pet_act)
+            size = " x ".join(map(str, ct.GetSize()))
+            check_memory(classify_peak_bytes(ct.GetNumberOfPixels()), f"classifying a CT of {size} voxels",
+                         "crop or resample the CT around the liver first, or use a machine with more memory")
             usable = set(self.metadata["input_modalities"])
             fdg = pet_fdg if "pet_fdg" in usable else None
             act = pet_act if "pet_act" in usable else None
@@ -138,6 +144,12 @@ class Classifier:
             # NaN or huge weights behind a matching checksum: no grade is better than a meaningless one.
             raise ModelPackageError(f"model {self.metadata['name']!r} produced non-finite outputs (NaN or infinity) "
                                     "on this case; its weights are unusable")
+        probs = outputs["probs"].astype(float)
+        if float(probs.max() - probs.min()) <= DEGENERATE_SPREAD:
+            # Equal probabilities (int8 or zeroed weights, a constant network): argmax would name the first
+            # class as if it had been chosen. Refused, not warned: a grade must never come from a tie.
+            raise ModelPackageError(f"model {self.metadata['name']!r} gave every grade the same probability "
+                                    f"({probs[0]:.4f}) on this case: no grade can be given; its weights are unusable")
         start = time.perf_counter()
         cbam = _unit_range(outputs["attention"])
         gradcam = _unit_range(outputs["gradcam"])
@@ -148,7 +160,6 @@ class Classifier:
         gradcam_native = to_native(gradcam, case.grid, case.native, case.crop_index)
         timings["to_native"] = (time.perf_counter() - start) * 1000
         names = list(self.metadata["class_names"])
-        probs = outputs["probs"].astype(float)
         probs = probs / probs.sum()
         inputs = [m for m, flag in zip(("ct", "pet_fdg", "pet_act"), case.available) if flag]
         model_info = {"name": self.metadata["name"], "version": self.metadata["version"],

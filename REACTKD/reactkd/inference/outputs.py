@@ -23,6 +23,7 @@ from reactkd.images.geometry import Geometry
 from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
 from reactkd.inference.result import ClassificationResult
+from reactkd.json_files import read_json
 from reactkd.vocabulary import RESULT_FILE
 
 OUTPUT_FILES = (RESULT_FILE, "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
@@ -38,17 +39,48 @@ def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Im
     process): each map is cropped to the box of its non-zero voxels (the liver region) and left uncompressed,
     which cuts what is written and read for a full-size CT about tenfold."""
     out_dir = Path(out_dir)
+    if render:
+        from reactkd.memory import check_memory, classify_peak_bytes
+
+        # Before the staging folder exists: VTK aborts the process when it runs out, leaving everything behind.
+        check_memory(classify_peak_bytes(ct.GetNumberOfPixels(), render=True),
+                     f"rendering a CT of {_size(ct)} voxels", "pass --no-render (the maps and result.json need "
+                     "about half as much) or use a machine with more memory")
     with folder_lock(out_dir):
-        remove_stale_staging(out_dir)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
         try:
-            _write_set(result, staging, ct, mask, pet_fdg, pet_act, render, transfer)
-            return _install_set(staging, out_dir)
+            remove_stale_staging(out_dir)
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(), dir=out_dir))
+        except FileNotFoundError:
+            raise _removed_error(out_dir) from None
+        try:
+            names = _write_set(result, staging, ct, mask, pet_fdg, pet_act, render, transfer)
+            if not all((staging / name).is_file() for name in names):
+                raise _removed_error(out_dir)  # a writer recreated the folder after someone removed it
+            written = _install_set(staging, out_dir)
+            if RESULT_FILE not in written:
+                raise _removed_error(out_dir)  # removed between the check above and the install
+            return written
+        except (OSError, ReactKDError):
+            if not staging.is_dir() or not out_dir.is_dir():
+                raise _removed_error(out_dir) from None
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, transfer: bool) -> None:
+def _removed_error(out_dir: Path) -> ReactKDError:
+    """Another program removed the folder (or the staging folder) under the writers: one line, not the
+    FileNotFoundError of whichever writer met it first."""
+    return ReactKDError(f"{out_dir}: the output folder was removed while the results were being written; "
+                        "nothing was kept (run again into a folder nothing else removes)")
+
+
+def _size(image: sitk.Image) -> str:
+    return " x ".join(map(str, image.GetSize()))
+
+
+def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, transfer: bool) -> list[str]:
+    """Write the output set into `staging`; returns the names written."""
     # Level 1: the maps are zero outside the liver box, so it compresses almost as well as the default, 1.5x faster.
     for name in ("attention_cbam", "attention_gradcam"):
         image = getattr(result, name)
@@ -64,6 +96,7 @@ def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, 
         write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)
         result.timings_ms["render_and_scene"] = round((time.perf_counter() - start) * 1000, 1)
     write_result_json(result, staging / RESULT_FILE)
+    return [name for name in OUTPUT_FILES if render or name not in ("overview.png", "scene.mrb")]
 
 
 def write_result_json(result: ClassificationResult | Mapping, path: str | Path) -> Path:
@@ -140,9 +173,9 @@ def read_outputs(out_dir: str | Path, reference: sitk.Image | None = None) -> Cl
     on the whole grid of `reference` (the CT)."""
     out_dir = Path(out_dir)
     try:
-        summary = json.loads((out_dir / RESULT_FILE).read_text(encoding="utf-8"))
-        graph = json.loads((out_dir / "graph.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        summary = read_json(out_dir / RESULT_FILE)
+        graph = read_json(out_dir / "graph.json")
+    except ReactKDError as exc:
         raise ReactKDError(f"classification outputs in {out_dir} are unreadable ({exc})") from None
     maps = {}
     for name, label in (("attention_cbam", "CBAM map"), ("attention_gradcam", "Grad-CAM map")):

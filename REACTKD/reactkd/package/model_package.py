@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reactkd.atomic import atomic_path, write_text_atomic
 from reactkd.errors import ConfigError, ModelPackageError, ReactKDError
+from reactkd.json_files import read_json
 from reactkd.vocabulary import METADATA_FILE, WEIGHTS_FILE
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -79,12 +80,7 @@ def read_metadata(model_dir: str | os.PathLike) -> dict:
         raise ModelPackageError(f"{model_dir}: a model package needs {WEIGHTS_FILE} and {METADATA_FILE}")
     if meta_path.stat().st_size > 4 * 1024 * 1024:
         raise ModelPackageError(f"{meta_path}: metadata file is implausibly large")
-    try:
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelPackageError(f"{meta_path}: invalid JSON ({exc})") from None
-    except RecursionError:  # hostile nesting ([[[[...]]]]) within the size limit
-        raise ModelPackageError(f"{meta_path}: invalid JSON (nested too deeply)") from None
+    metadata = read_json(meta_path, ModelPackageError)
     if not isinstance(metadata, dict):
         raise ModelPackageError(f"{meta_path}: metadata must be a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
@@ -227,6 +223,10 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
         state = load_file(str(Path(model_dir) / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ModelPackageError(f"{model_dir}: weights file is malformed ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    problems = weight_problems(state, model.state_dict())
+    if problems:
+        raise ModelPackageError(f"{model_dir}: weights do not fit the architecture ({'; '.join(problems[:3])}"
+                                f"{'; ...' if len(problems) > 3 else ''})")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -235,3 +235,22 @@ def load_package(model_dir: str | os.PathLike, device: str = "cpu") -> ModelPack
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return ModelPackage(Path(model_dir), metadata, model)
+
+
+def weight_problems(state: dict, expected: dict) -> list[str]:
+    """How the loaded tensors `state` differ from the network's own `expected` state: missing or unexpected
+    names, other shapes, and other dtype kinds. `load_state_dict` silently casts int8 or bool tensors to
+    float (a resealed package of such weights then answers exactly 1/3 per class), so a floating-point
+    tensor must come as floating point, and an integer buffer (BatchNorm's counter) as an integer."""
+    problems = [f"missing tensor {name}" for name in expected if name not in state]
+    problems += [f"unexpected tensor {name}" for name in state if name not in expected]
+    for name, tensor in state.items():
+        want = expected.get(name)
+        if want is None:
+            continue
+        if tuple(tensor.shape) != tuple(want.shape):
+            problems.append(f"{name} has shape {tuple(tensor.shape)}, the architecture needs {tuple(want.shape)}")
+        elif not tensor.dtype.is_floating_point if want.dtype.is_floating_point else tensor.dtype != want.dtype:
+            problems.append(f"{name} is {str(tensor.dtype).removeprefix('torch.')}, the architecture needs "
+                            f"{str(want.dtype).removeprefix('torch.')}")
+    return problems
