@@ -255,3 +255,18 @@ def test_shipped_catalogue_says_what_each_package_reads():
         assert item["input_modalities"] == metadata["input_modalities"], item["name"]
         if metadata["input_modalities"] == ["ct"]:
             assert "PET channels" not in item["description"], item["name"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"schema_version": ' + "9" * 4500 + ', "models": []}', "Exceeds the limit"),
+    ("[" * 150_000 + "]" * 150_000, "nested too deeply"),
+    ('{"schema_version": 1, "models": [' + '{"a": ' * 70 + "0" + "}" * 70 + "]}", "nested deeper than"),
+], ids=["integer-of-4500-digits", "nesting-150000-deep", "nesting-71-deep"])
+def test_hostile_user_catalogue_is_one_line_and_leaves_the_shipped_models(cat, text, message):
+    cat.user_file.parent.mkdir(parents=True)
+    cat.user_file.write_text(text)
+    with pytest.raises(ModelPackageError, match=f"cannot read model catalogue .*{message}") as error:
+        cat.entries()
+    assert "\n" not in str(error.value)
+    # What the Slicer module falls back to at start-up (REACTKDLib.widget.populateModels).
+    assert [e.name for e in cat.shipped_entries()] == ["demo", "absent"]

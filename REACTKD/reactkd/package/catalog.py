@@ -19,6 +19,7 @@ from typing import Any
 
 from reactkd.atomic import folder_lock, write_text_atomic
 from reactkd.errors import ModelPackageError
+from reactkd.json_files import read_json
 from reactkd.package.model_package import verify_package
 from reactkd.package.schema import validate_catalog_document
 from reactkd.vocabulary import DATA_DIR, METADATA_FILE, MODALITIES, WEIGHTS_FILE
@@ -232,8 +233,8 @@ class ModelCatalog:
     def _discover_packaged(self) -> list[CatalogEntry]:
         entries = []
         for meta in sorted(PACKAGED_MODELS_DIR.glob(f"*/{METADATA_FILE}")):
-            with contextlib.suppress(ModelPackageError, json.JSONDecodeError, OSError):
-                entries.append(_entry_from_metadata(meta.parent, json.loads(meta.read_text("utf-8")),
+            with contextlib.suppress(ModelPackageError, OSError):
+                entries.append(_entry_from_metadata(meta.parent, read_json(meta, ModelPackageError),
                                                     "shipped"))
         return entries
 
@@ -262,7 +263,7 @@ def _refresh_from_package(entry: CatalogEntry) -> CatalogEntry:
     """Take version, checksum and modalities of a shipped model from its metadata.json when present, so
     Models.json need not be edited each time the demo model is retrained."""
     try:
-        metadata = json.loads((entry.path / METADATA_FILE).read_text(encoding="utf-8"))
+        metadata = read_json(entry.path / METADATA_FILE, ModelPackageError)
         fresh = _entry_from_metadata(entry.path, metadata, "shipped", name=entry.name,
                                      description=entry.description or None)
     except (OSError, ValueError, KeyError, TypeError, ModelPackageError):
@@ -273,8 +274,8 @@ def _refresh_from_package(entry: CatalogEntry) -> CatalogEntry:
 # ---------------------------------------------------------------------------------------- validation
 def _load_document(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelPackageError(f"cannot read model catalogue {path}: {exc}") from exc
+        document = read_json(path, ModelPackageError)
+    except ModelPackageError as exc:
+        raise ModelPackageError(f"cannot read model catalogue {exc}") from None
     validate_catalog_document(document, path)
     return document
