@@ -14,6 +14,7 @@ from reactkd.cli.main import main
 from reactkd.cohort.manifest import read_grading_manifest
 from reactkd.cohort.synth import generate_case
 from reactkd.errors import ManifestError
+from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
 from reactkd.inference.batch import grade_manifest
 
@@ -137,3 +138,71 @@ def test_a_folder_of_cases_is_graded_by_a_child_process(cohort, student, tmp_pat
     assert [r["status"] for r in results(tmp_path / "out")] == ["ok", "ok"]
     with pytest.raises(Exception, match="no case folders"):
         manifest_from_folder(cases / "notes", tmp_path / "m.csv")
+
+
+def test_a_rerun_grades_again_every_row_whose_inputs_changed(cohort, student, tmp_path):
+    """Kept rows are keyed on what was graded (model, input paths, sizes, mtimes), not on the case id."""
+    import os
+    import shutil
+
+    local = tmp_path / "images"
+    shutil.copytree(cohort, local)
+    rows = {"p": "c0", "q": "c1", "r": "c2"}
+    manifest = write_manifest(local, [f"{case},{c}_ct.nii.gz,{c}_mask.nii.gz,," for case, c in rows.items()])
+    out = tmp_path / "graded"
+    grade_manifest(manifest, out, student, "cpu")
+    first = {r["case_id"]: r for r in results(out)}
+    assert first["p"]["ct"] == str(local / "c0_ct.nii.gz") and len(first["p"]["input_fingerprint"]) == 64
+    # p and q swap their images; r's mask is rewritten in place with the same bytes (only its mtime moves)
+    write_manifest(local, ["p,c1_ct.nii.gz,c1_mask.nii.gz,,", "q,c0_ct.nii.gz,c0_mask.nii.gz,,",
+                           "r,c2_ct.nii.gz,c2_mask.nii.gz,,"])
+    stat = (local / "c2_mask.nii.gz").stat()
+    os.utime(local / "c2_mask.nii.gz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    events = []
+    graded, _ = grade_manifest(manifest, out, student, "cpu", progress=events.append)
+    assert graded == 3 and [e["status"] for e in events] == ["ok", "ok", "ok"]
+    second = {r["case_id"]: r for r in results(out)}
+    assert (second["p"]["grade"], second["p"]["p_poor"]) == (first["q"]["grade"], first["q"]["p_poor"])
+    assert second["p"]["ct"] == str(local / "c1_ct.nii.gz") and second["r"]["mask"] == first["r"]["mask"]
+    assert second["r"]["input_fingerprint"] != first["r"]["input_fingerprint"]
+    events.clear()
+    assert grade_manifest(manifest, out, student, "cpu", progress=events.append)[0] == 0
+    assert [e["status"] for e in events] == ["kept"] * 3
+
+
+def test_an_older_table_without_fingerprints_is_graded_again(cohort, student, tmp_path):
+    manifest = write_manifest(cohort, ["old1,c1_ct.nii.gz,c1_mask.nii.gz,,"])
+    out = tmp_path / "graded"
+    grade_manifest(manifest, out, student, "cpu")
+    row = results(out)[0]
+    old_fields = ["case_id", "status", "grade", "p_well", "p_moderate", "p_poor", "model_sha256", "inputs",
+                  "warnings", "error", "outputs"]
+    (out / "results.csv").write_text(",".join(old_fields) + "\n" + ",".join(row[f] for f in old_fields) + "\n")
+    events = []
+    assert grade_manifest(manifest, out, student, "cpu", progress=events.append)[0] == 1
+    assert events[0]["status"] == "ok" and results(out)[0]["input_fingerprint"] == row["input_fingerprint"]
+
+
+def test_no_row_writes_over_an_input_of_another_row(cohort, student, tmp_path):
+    """Every case folder is checked against the inputs of all rows before any work: an earlier row's CT
+    lying where a later row writes an attention map refuses the later row, not the CT."""
+    import shutil
+
+    from reactkd.errors import ReactKDError
+
+    out = tmp_path / "graded"
+    held = out / "cases" / "later" / "attention_cbam.nrrd"
+    held.parent.mkdir(parents=True)
+    write_image(read_image(cohort / "c1_ct.nii.gz"), held)
+    before = held.read_bytes()
+    manifest = write_manifest(cohort, [f"earlier,{held},c1_mask.nii.gz,,", "later,c2_ct.nii.gz,c2_mask.nii.gz,,"])
+    events = []
+    grade_manifest(manifest, out, student, "cpu", progress=events.append)
+    assert [e["status"] for e in events] == ["ok", "error"]
+    assert "would overwrite the input" in events[1]["error"] and held.read_bytes() == before
+    shutil.copy(cohort / "c0_mask.nii.gz", out / "results.csv")  # an input where the table goes: no run at all
+    table = out / "results.csv"
+    before = table.read_bytes()
+    with pytest.raises(ReactKDError, match="would overwrite the input"):
+        grade_manifest(write_manifest(cohort, [f"t,c0_ct.nii.gz,{table},,"]), out, student, "cpu")
+    assert table.read_bytes() == before
