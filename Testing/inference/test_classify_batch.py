@@ -206,3 +206,17 @@ def test_no_row_writes_over_an_input_of_another_row(cohort, student, tmp_path):
     with pytest.raises(ReactKDError, match="would overwrite the input"):
         grade_manifest(write_manifest(cohort, [f"t,c0_ct.nii.gz,{table},,"]), out, student, "cpu")
     assert table.read_bytes() == before
+
+
+def test_a_changed_data_file_of_a_detached_header_is_graded_again(cohort, student, tmp_path):
+    import os
+
+    write_image(read_image(cohort / "c2_ct.nii.gz"), tmp_path / "ct.nhdr")
+    data = next(p for p in tmp_path.iterdir() if p.name.startswith("ct.") and p.suffix != ".nhdr")
+    manifest = write_manifest(tmp_path, [f"h,ct.nhdr,{cohort / 'c2_mask.nii.gz'},,"])
+    grade_manifest(manifest, tmp_path / "out", student, "cpu")
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3_000_000))  # the header itself is untouched
+    events = []
+    grade_manifest(manifest, tmp_path / "out", student, "cpu", progress=events.append)
+    assert [e["status"] for e in events] == ["ok"]

@@ -30,6 +30,7 @@ from pathlib import Path
 from reactkd.atomic import folder_lock, write_text_atomic
 from reactkd.cohort.manifest import GradingCase, read_grading_manifest
 from reactkd.errors import ReactKDError
+from reactkd.images.image_files import image_files
 from reactkd.output_paths import check_output
 
 RESULTS_FILE = "results.csv"
@@ -47,37 +48,16 @@ def neutralised(value) -> str:
     return "'" + text if text[:1] in _FORMULA_STARTS else text
 
 
-def _data_file(header: Path) -> Path | None:
-    """The single data file a detached header (.nhdr, .mhd) names, if any (lists and patterns: None)."""
-    keys = {".nhdr": ("data file:", "datafile:"), ".mhd": ("elementdatafile",)}.get(header.suffix.lower())
-    if not keys or not header.is_file():  # a FIFO would block the read
-        return None
-    with open(header, encoding="latin-1") as handle:
-        for line in handle.read(65536).splitlines():
-            if line.lower().startswith(keys):
-                name = line.split(":" if header.suffix.lower() == ".nhdr" else "=", 1)[-1].strip()
-                if name and name.upper() not in ("LIST", "LOCAL") and "%" not in name and " " not in name:
-                    return (header.parent / name).resolve()
-    return None
-
-
-def _files_read(path: Path) -> list[Path]:
-    if path.is_dir():  # a DICOM series folder: its files
-        return sorted(p for p in path.iterdir() if p.is_file())
-    data = _data_file(path)
-    return [path, data] if data is not None and data.is_file() else [path]
-
-
 def input_fingerprint(paths: dict[str, Path | None]) -> str:
-    """sha256 over (column, resolved path, size, mtime_ns) of every file each input reads (a DICOM folder's
-    files, a detached header's data file). Size and mtime, not a checksum of the contents: a resume then
+    """sha256 over (column, path, size, mtime_ns) of every file each input reads (`image_files`: a DICOM
+    folder's files, a detached header's data files). Size and mtime, not a checksum of the contents: a resume then
     stats the files instead of reading every image again (thousands of CTs are hundreds of GB); an edit that
     keeps both the size and the nanosecond mtime goes unnoticed."""
     entries = []
     for column in INPUT_COLUMNS:
         if paths.get(column) is not None:
             try:
-                for file in _files_read(paths[column]):
+                for file in image_files(paths[column], column):
                     stat = file.stat()
                     entries.append([column, str(file), stat.st_size, stat.st_mtime_ns])
             except OSError as exc:
