@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,29 +104,60 @@ def remove_stale_staging(folder: str | os.PathLike) -> list[Path]:
     return remove_orphan_folders(folder, ".reactkd-out-", pidless=True)
 
 
+#: Largest value a process id (a C pid_t) can hold; a longer "pid" in a name is no process of this system.
+MAX_PID = 2**31 - 1
+
+
 def remove_orphan_folders(root: str | os.PathLike, prefix: str, pidless: bool = False) -> list[Path]:
     """Delete folders `<prefix><pid>-*` in `root` whose process no longer runs (and, with `pidless`, folders
-    `<prefix>*` without a pid). A running process's folders, this one's included, are kept."""
-    import shutil
+    `<prefix>*` without a pid). A running process's folders, this one's included, are kept.
 
+    Names in a shared folder (/dev/shm, a shared --out) are anyone's to choose, so none is trusted: only real
+    folders (never symlinks) owned by this user are considered, a pid outside 1..MAX_PID keeps the folder,
+    and nothing here raises; what cannot be examined or removed is left alone.
+    """
     removed = []
-    for candidate in Path(root).glob(prefix + "*"):
-        head = candidate.name[len(prefix):].split("-", 1)
-        pid = int(head[0]) if len(head) == 2 and head[0].isdigit() else None
-        if candidate.is_dir() and (not pid_alive(pid) if pid is not None else pidless):
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
+    try:
+        with os.scandir(root) as listing:
+            candidates = [entry for entry in listing if entry.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in candidates:
+        head = entry.name[len(prefix):].split("-", 1)
+        digits = head[0] if len(head) == 2 and head[0].isascii() and head[0].isdigit() else None
+        if digits is None and not pidless:
+            continue
+        if digits is not None and not (len(digits) <= 10 and 1 <= int(digits) <= MAX_PID):
+            continue  # not a pid this system can have: someone else's name, never ours to remove
+        if not _own_real_folder(entry) or (digits is not None and pid_alive(int(digits))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.lexists(entry.path):
+            removed.append(Path(entry.path))
     return removed
 
 
+def _own_real_folder(entry: os.DirEntry) -> bool:
+    """A folder itself (not a symlink to one) owned by the user running this process."""
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return stat.S_ISDIR(info.st_mode) and owner_ok
+
+
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (on Windows, where a probe would signal it, always assumed to)."""
+    """Whether process `pid` runs (on Windows, where a probe would signal it, always assumed to). A value that
+    is no process id at all (0, negative, too large for the system) counts as running: nothing is removed."""
     if pid == os.getpid() or os.name == "nt":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C there
+        return True
+    if not isinstance(pid, int) or not 1 <= pid <= MAX_PID:
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # exists, owned by someone else
+    except (OSError, OverflowError, ValueError):  # exists, owned by someone else (or unprobeable)
         return True
     return True

@@ -15,6 +15,8 @@ from reactkd.errors import ReactKDError
 
 #: Pseudo file systems: writing there is never a user's intent, and may do harm.
 PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+#: Real, memory-backed file systems below a pseudo root (the inference process passes its volumes there).
+REAL_UNDER_PSEUDO = (Path("/dev/shm"),)
 NAME_MAX = 255  # bytes, per path component, on the usual file systems
 
 
@@ -41,7 +43,8 @@ def check_output(out: str | os.PathLike, option: str = "--out", *, folder: bool,
     for part in out.parts:
         if len(os.fsencode(part)) > NAME_MAX:
             raise ReactKDError(f"{option} {out}: a name in it is longer than {NAME_MAX} bytes")
-    if any(target == root or target.is_relative_to(root) for root in PSEUDO_ROOTS):
+    if any(target.is_relative_to(root) for root in PSEUDO_ROOTS) and \
+            not any(target.is_relative_to(real) for real in REAL_UNDER_PSEUDO):
         raise ReactKDError(f"{option} {out}: refusing to write under {target.parts[0]}{target.parts[1]}")
     if folder and target.exists() and not target.is_dir():
         raise ReactKDError(f"{option} {out}: exists and is not a folder")

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -133,14 +134,15 @@ def test_a_crashed_child_is_reported_and_replaced(server, student, inputs):
 def test_shutdown_ends_the_child_and_removes_the_session_folder(student, inputs):
     process = InferenceProcess(command=[sys.executable, "-m", "reactkd", "serve"])
     finished(process.submit(inputs, student, "cpu"))
-    pid, session = process.pid, process._session
+    pid, (session,) = process.pid, process._sessions.values()
     assert session.is_dir() and not any(session.iterdir())  # each request's files are removed after it
     process.shutdown()
     assert process.pid is None and not session.exists() and not group_alive(pid)
 
 
 def test_stale_session_folders_of_dead_processes_are_removed(tmp_path):
-    dead = tmp_path / "reactkd-inference-999999999-abc"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"reactkd-inference-{int(gone.stdout)}-abc"
     alive = tmp_path / f"reactkd-inference-{os.getpid()}-abc"
     for folder in (dead, alive):
         (folder / "request-1").mkdir(parents=True)
@@ -161,7 +163,7 @@ def test_protocol_errors_are_events_and_the_server_goes_on():
     out = io.StringIO()
     assert serve(io.StringIO(requests), out, ClassifierCache(lambda *a: Fake())) == 0
     events = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert events[0]["event"] == "ready" and events[0]["protocol"] == 1
+    assert events[0]["event"] == "ready" and events[0]["protocol"] == 2
     errors = [e for e in events[1:] if e["event"] != "progress"]
     assert [e["event"] for e in errors] == ["error"] * 5  # nothing after shutdown
     assert "not JSON" in errors[0]["message"] and "JSON object" in errors[1]["message"]
@@ -199,3 +201,54 @@ def test_maps_travel_as_their_non_zero_box_and_come_back_on_the_ct_grid(tmp_path
     shifted.SetOrigin([o + 0.37 for o in box.GetOrigin()])  # between voxels: not a box of the grid
     with pytest.raises(ReactKDError, match="not a box of the CT grid"):
         _onto(shifted, ct, "map")
+
+
+def test_raw_buffers_and_image_files_give_identical_results(student, inputs, tmp_path):
+    from reactkd.images.writers import write_image
+    from reactkd.inference.outputs import read_outputs
+    from reactkd.inference.transfer import paste_box, write_volume
+
+    given = {name: image for name, image in inputs.items() if image is not None}
+    files = {name: str(write_image(image, tmp_path / f"{name}.nrrd", compress=False)) for name, image in given.items()}
+    raw = {name: write_volume(image, tmp_path / f"{name}.raw") for name, image in given.items()}
+    requests = [{"op": "classify", "id": 1, "model": str(student), "device": "cpu", "inputs": files,
+                 "out": str(tmp_path / "files")},
+                {"op": "classify", "id": 2, "model": str(student), "device": "cpu", "inputs": raw,
+                 "out": str(tmp_path / "raw"), "maps": "raw"}]
+    out = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), out, ClassifierCache())
+    by_file, by_raw = [e for e in map(json.loads, out.getvalue().splitlines()) if e["event"] == "result"]
+    expected = read_outputs(by_file["out"], reference=inputs["ct"])
+    assert by_raw["summary"]["probabilities"] == expected.probabilities and by_raw["graph"] == expected.graph
+    for name in ("attention_cbam", "attention_gradcam"):
+        box = by_raw["maps"][name]
+        assert box["size"] != list(inputs["ct"].GetSize())  # only the crop box travels
+        pasted = paste_box(box, inputs["ct"], name)
+        assert Geometry.of(pasted).same_as(Geometry.of(inputs["ct"]), tol=0)
+        # Two classifications (Grad-CAM's backward pass may differ in the last bit between calls); the transfer
+        # itself is exact: test_raw_map_boxes_come_back_bit_for_bit.
+        np.testing.assert_allclose(sitk.GetArrayViewFromImage(pasted),
+                                   sitk.GetArrayViewFromImage(getattr(expected, name)), rtol=0, atol=1e-6)
+
+
+def test_raw_map_boxes_come_back_bit_for_bit(tmp_path):
+    from types import SimpleNamespace
+
+    from reactkd.inference.result import ClassificationResult
+    from reactkd.inference.server import _write_raw_maps
+    from reactkd.inference.transfer import paste_box
+
+    ct, _, _ = make_case()
+    values = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.float32)
+    values[4:31, 9:40, 6:51] = np.random.default_rng(7).random((27, 31, 45), dtype=np.float32)
+    maps = sitk.GetImageFromArray(values)
+    maps.CopyInformation(ct)
+    result = ClassificationResult("well", 0, ["well"], {"well": 1.0}, maps, maps * 2, {}, {}, "cpu", ["ct"], {},
+                                  preprocessed=SimpleNamespace(crop_index=((6, 51), (9, 40), (4, 31))))
+    described = _write_raw_maps(result, tmp_path / "out")
+    assert described["attention_cbam"]["index"] == [6, 9, 4] and described["attention_cbam"]["size"] == [45, 31, 27]
+    for name, factor in (("attention_cbam", 1), ("attention_gradcam", 2)):
+        back = paste_box(described[name], ct, name)
+        assert back.GetOrigin() == ct.GetOrigin() and back.GetDirection() == ct.GetDirection()
+        assert back.GetSpacing() == ct.GetSpacing() and back.GetPixelID() == sitk.sitkFloat32
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), values * factor)

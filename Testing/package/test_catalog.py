@@ -160,7 +160,7 @@ def test_import_defaults_to_user_models_folder(cat, tmp_path):
 
 def test_remove_by_name_or_path_only_user_entries(cat, tmp_path):
     registered = cat.register(make_package(tmp_path / "r", name="r"))
-    imported = cat.import_folder(make_package(tmp_path / "i", name="i"), tmp_path / "store")
+    imported = cat.import_folder(make_package(tmp_path / "i", name="i"))  # into the models folder: deletable
     with pytest.raises(ModelPackageError, match="shipped"):
         cat.remove("demo")
     with pytest.raises(ModelPackageError, match="no user-registered"):

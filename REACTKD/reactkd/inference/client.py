@@ -2,11 +2,13 @@
 
 `InferenceProcess` starts ``PythonSlicer -m reactkd serve`` (`reactkd.inference.server`) on first use and
 keeps it, so the model loads once and stays warm. `submit` returns an `InferenceRequest` at once: a
-background thread writes the inputs to a private folder, sends the request, follows the progress events and
-reads the outputs back into a ClassificationResult; the GUI only looks at ``request.done``, ``stage`` and
+background thread writes the volumes as raw buffers (`reactkd.inference.transfer`) to a private session folder
+(/dev/shm when it has room, else the temporary folder), sends the request, follows the progress events and
+pastes the returned map boxes onto the CT grid; the GUI only looks at ``request.done``, ``stage`` and
 ``fraction`` from a timer, so it never blocks. `cancel` kills the child with its whole process group; the
 next request starts a new one. If the child dies (a CUDA fault, out of memory), the pending request ends with
-a clear error and Slicer keeps running.
+a clear error and Slicer keeps running; whatever the child prints, the reader survives it. If Slicer dies,
+the child sees its stdin close (or its parent go), removes the session folder and exits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -27,11 +30,14 @@ from typing import Any
 
 from reactkd.atomic import remove_orphan_folders
 from reactkd.errors import ReactKDError
+from reactkd.inference.transfer import SESSION_PREFIX, choose_root, session_roots, transfer_bytes
 from reactkd.processes import exit_reason, launch_child, slicer_python_executable, stop_process_group
 
+__all__ = ["SESSION_PREFIX", "InferenceProcess", "InferenceRequest", "remove_stale_sessions", "session_roots"]
+
+#: From launch to the child's "ready" line, which `serve` sends before torch is imported (torch loads in the
+#: "loading model" stage, which has no timeout): a slow cold import of torch cannot trip it.
 START_TIMEOUT_S = 120.0
-#: Private folders of inference sessions: reactkd-inference-<pid of the Slicer process>-<random>.
-SESSION_PREFIX = "reactkd-inference-"
 _log = logging.getLogger(__name__)
 
 
@@ -101,7 +107,8 @@ class InferenceProcess:
         self._pending: InferenceRequest | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._session: Path | None = None
+        #: Session folder per root (/dev/shm, the temporary folder): a request goes where it fits.
+        self._sessions: dict[Path, Path] = {}
 
     # ------------------------------------------------------------------------------------- public API
     @property
@@ -165,16 +172,17 @@ class InferenceProcess:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 stop_process_group(process, 1.0)
-        if self._session is not None:
-            shutil.rmtree(self._session, ignore_errors=True)
-            self._session = None
+        for session in self._sessions.values():
+            shutil.rmtree(session, ignore_errors=True)
+        self._sessions.clear()
 
     # ------------------------------------------------------------------------------------- internals
     def _work(self, request: InferenceRequest, inputs: dict[str, Any], model_dir, device: str) -> None:
         folder, result, error = None, None, None
         try:
-            folder = Path(tempfile.mkdtemp(prefix=f"request-{request.id}-", dir=self._session_dir()))
-            result = self._classify(request, folder, inputs, model_dir, device)
+            session = self._session_dir(transfer_bytes(inputs))
+            folder = Path(tempfile.mkdtemp(prefix=f"request-{request.id}-", dir=session))
+            result = self._classify(request, session, folder, inputs, model_dir, device)
         except ReactKDError as exc:
             error = str(exc)
         except Exception as exc:  # never leave the GUI waiting on a request that cannot end
@@ -185,18 +193,24 @@ class InferenceProcess:
                 shutil.rmtree(folder, ignore_errors=True)
         request._finish(result=result, error=error)
 
-    def _classify(self, request: InferenceRequest, folder: Path, inputs: dict[str, Any], model_dir, device: str):
-        from reactkd.images.writers import write_image
-        from reactkd.inference.outputs import read_outputs
+    def _classify(self, request: InferenceRequest, session: Path, folder: Path, inputs: dict[str, Any], model_dir,
+                  device: str):
+        from reactkd.inference.result import ClassificationResult
+        from reactkd.inference.transfer import paste_box, write_volume
 
         request.stage = "writing inputs"
-        paths = {name: str(write_image(image, folder / f"{name}.nrrd", compress=False))
-                 for name, image in inputs.items() if image is not None}
+        try:
+            volumes = {name: write_volume(image, folder / f"{name}.raw")
+                       for name, image in inputs.items() if image is not None}
+        except OSError as exc:
+            raise ReactKDError(f"the volumes could not be passed to the inference process through {folder} "
+                               f"({exc.strerror or exc})") from None
         process = self._started()
         if request.cancelled:
             return None
         message = {"op": "classify", "id": request.id, "model": str(model_dir) if model_dir else None,
-                   "device": device, "inputs": paths, "out": str(folder / "out")}
+                   "device": device, "inputs": volumes, "out": str(folder / "out"), "maps": "raw",
+                   "session": str(session)}
         try:
             process.stdin.write(json.dumps(message) + "\n")
             process.stdin.flush()
@@ -207,10 +221,20 @@ class InferenceProcess:
         if request.done:  # cancelled, or the child died
             return None
         if reply.get("event") != "result":
-            raise ReactKDError(reply.get("message") or "the inference process gave no result")
+            raise ReactKDError(str(reply.get("message") or "the inference process gave no result"))
         request.stage, request.fraction = "reading outputs", 0.95
         request.model_was_loaded = bool(reply.get("model_was_loaded"))
-        result = read_outputs(reply["out"], reference=inputs["ct"])
+        maps, summary, graph = reply.get("maps"), reply.get("summary"), reply.get("graph")
+        if not (isinstance(maps, dict) and isinstance(summary, dict) and isinstance(graph, dict)):
+            raise ReactKDError("the inference process answered without its maps, summary or graph")
+        out = (folder / "out").resolve()
+        for spec in maps.values():  # read only what this request's own folder holds
+            raw = spec.get("raw") if isinstance(spec, dict) else None
+            if not isinstance(raw, str) or Path(raw).resolve().parent != out:
+                raise ReactKDError(f"the inference process named a map outside {out}")
+        images = {name: paste_box(maps.get(name), inputs["ct"], label)
+                  for name, label in (("attention_cbam", "CBAM map"), ("attention_gradcam", "Grad-CAM map"))}
+        result = ClassificationResult.from_json(summary, images["attention_cbam"], images["attention_gradcam"], graph)
         self.loaded[(str(model_dir), device)] = result.device
         return result
 
@@ -235,26 +259,39 @@ class InferenceProcess:
         return process
 
     def _read_stdout(self, process: subprocess.Popen) -> None:
-        for line in process.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                _log.info("reactkd serve: %s", line.rstrip())
-                continue
-            kind, request = event.get("event"), self._pending
-            if kind == "ready":
-                self._ready.set()
-            elif request is None or event.get("id") != request.id:
-                continue
-            elif kind == "progress":
-                request.stage, request.fraction = str(event.get("stage")), float(event.get("fraction", 0.0))
-            elif kind in ("result", "error"):
-                request._answer(event)
-        process.wait()
-        request = self._pending
-        if request is not None and not request.done and not request.cancelled and self._owns(process):
-            request._finish(error=f"the inference process stopped unexpectedly ({self._why(process)}); Slicer is "
-                                  "unaffected, and the next Classify starts a new one")
+        try:
+            for line in process.stdout:
+                try:
+                    self._on_line(line)
+                except Exception:  # whatever the child prints, the reader lives on: a request must always end
+                    _log.exception("reactkd serve: unusable event %r", line[:200])
+            process.wait()
+        finally:
+            request = self._pending
+            if request is not None and not request.done and not request.cancelled and self._owns(process):
+                request._finish(error=f"the inference process stopped unexpectedly ({self._why(process)}); Slicer "
+                                      "is unaffected, and the next Classify starts a new one")
+
+    def _on_line(self, line: str) -> None:
+        """Act on one line of the child's stdout; anything but an event object of the protocol is logged."""
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            if line.strip():
+                _log.info("reactkd serve: %s", line.rstrip()[:500])
+            return
+        kind, request = event.get("event"), self._pending
+        if kind == "ready":
+            self._ready.set()
+        elif request is None or event.get("id") != request.id:
+            return
+        elif kind == "progress":
+            request.stage = str(event.get("stage"))
+            request.fraction = _fraction(event.get("fraction"), request.fraction)
+        elif kind in ("result", "error"):
+            request._answer(event)
 
     def _read_stderr(self, process: subprocess.Popen) -> None:
         for line in process.stderr:
@@ -275,20 +312,26 @@ class InferenceProcess:
         tail = [line for line in self.stderr_lines if line.strip()]
         return exit_reason(process.poll()) + (f": {tail[-1].strip()}" if tail else "")
 
-    def _session_dir(self) -> Path:
-        if self._session is None or not self._session.is_dir():
-            for root in session_roots():
-                remove_stale_sessions(root)
-            self._session = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-", dir=session_roots()[0]))
-        return self._session
+    def _session_dir(self, needed: int) -> Path:
+        """This process's session folder in the first root with room for `needed` bytes (made on first use,
+        after removing the folders of sessions whose process is gone)."""
+        root = choose_root(needed)
+        session = self._sessions.get(root)
+        if session is None or not session.is_dir():
+            for candidate in session_roots():
+                remove_stale_sessions(candidate)
+            session = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-", dir=root))
+            self._sessions[root] = session
+        return session
 
 
-def session_roots() -> list[Path]:
-    """Where request files go, best first: memory-backed /dev/shm (a full-size CT and two maps, a few hundred MB,
-    live there for about a second), else the temporary folder."""
-    shm = Path("/dev/shm")
-    fast = [shm] if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else []
-    return [*fast, Path(tempfile.gettempdir())]
+def _fraction(value, previous: float) -> float:
+    """A progress fraction in [0, 1] from whatever the child sent; the previous one when it is no number."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return previous
+    return min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else previous
 
 
 def remove_stale_sessions(root: str | os.PathLike) -> list[Path]:

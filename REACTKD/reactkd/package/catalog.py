@@ -204,7 +204,9 @@ class ModelCatalog:
         """Remove a user entry, found by name or by folder; shipped models cannot be removed.
 
         With `delete_files`, an imported package's copy is deleted too (never a registered folder: it
-        belongs to the user)."""
+        belongs to the user). Only a folder inside :attr:`models_dir` is ever deleted: an entry of models.json
+        naming anything else (a symlink, or a folder outside it, by path or through a link) is refused and
+        nothing changes, since models.json is a file anyone with the user's rights may have edited."""
         key = str(name_or_path)
         as_path = Path(key).expanduser().resolve()
 
@@ -218,11 +220,22 @@ class ModelCatalog:
             removed = [e for e in user if matches(e)]
             if not removed:
                 raise ModelPackageError(f"no user-registered model {key!r} in the catalogue")
+            doomed = [self._deletable(e.path) for e in removed if delete_files and e.source == "imported"]
             self._write_user([e for e in user if not matches(e)])
-        for entry in removed:
-            if delete_files and entry.source == "imported":
-                shutil.rmtree(entry.path, ignore_errors=True)
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)  # never follows a link below `path`
         return removed[0]
+
+    def _deletable(self, path: Path) -> Path:
+        """`path` resolved, when it is a real folder (not a link) strictly inside the models folder; else refused."""
+        models = self.models_dir.expanduser().resolve()
+        absolute = Path(os.path.abspath(path.expanduser()))
+        resolved = absolute.resolve()
+        if absolute.is_symlink() or resolved == models or not resolved.is_relative_to(models):
+            raise ModelPackageError(f"{path} lies outside the models folder {models} (or is a link); refusing to "
+                                    "delete it: the entry and its files are kept (remove the entry without "
+                                    "deleting files, and delete the folder yourself if you mean to)")
+        return resolved
 
     # --------------------------------------------------------------------------------------- internals
     def _write_user(self, entries: list[CatalogEntry]) -> None:
