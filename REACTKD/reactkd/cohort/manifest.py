@@ -3,7 +3,7 @@
 - A cohort manifest (training, evaluation, `reactkd synth`): one row per scan (case_id, patient_id, label, ct,
   pet_fdg, pet_act, mask); paths relative to the manifest's folder and inside it. Validation collects every
   problem and reports them together, one line each.
-- A grading manifest (`reactkd classify --manifest`): case_id, ct, mask (pet_fdg, pet_act optional); paths
+- A grading manifest (`reactkd classify --manifest`): case_id, ct, mask or seg (a DICOM SEG; pet_fdg, pet_act optional); paths
   relative to the manifest's folder or absolute; a bad row is kept with its problem so the others still run.
 
 An empty cell means the modality is absent.
@@ -205,6 +205,8 @@ def manifest_from_folder(folder: str | Path, manifest: str | Path) -> Path:
 #: Columns of a grading manifest (`reactkd classify --manifest`); label or patient_id, if present, are ignored.
 GRADING_REQUIRED_COLUMNS = ("case_id", "ct", "mask")
 GRADING_OPTIONAL_COLUMNS = ("pet_fdg", "pet_act")
+#: A case's mask: a label map (mask) or a DICOM SEG (seg), one of the two per row.
+GRADING_MASK_COLUMNS = ("mask", "seg")
 #: Safe as a folder name on every platform: letters, digits, dot, dash, underscore; not "." or "..".
 _CASE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
 
@@ -231,13 +233,14 @@ def read_grading_manifest(path: str | Path) -> list[GradingCase]:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
     reader = csv.reader(io.StringIO(text))
     header = [name.strip() for name in next(reader, [])]
-    missing = [name for name in GRADING_REQUIRED_COLUMNS if name not in header]
+    missing = [name for name in GRADING_REQUIRED_COLUMNS
+               if name not in header and not (name == "mask" and "seg" in header)]
     duplicated = duplicated_columns(header)
     if missing or duplicated:
         raise ManifestError(f"{path}: " + "; ".join(
             ([f"missing column(s) {', '.join(missing)} (needs {', '.join(GRADING_REQUIRED_COLUMNS)})"] if missing else [])
             + ([f"duplicated column(s) {', '.join(duplicated)}"] if duplicated else [])))
-    columns = [name for name in (*GRADING_REQUIRED_COLUMNS, *GRADING_OPTIONAL_COLUMNS) if name in header]
+    columns = [name for name in (*GRADING_REQUIRED_COLUMNS, "seg", *GRADING_OPTIONAL_COLUMNS) if name in header]
     cases, seen = [], {}
     for line, values in enumerate(reader, start=2):
         if not any(value.strip() for value in values):
@@ -255,7 +258,7 @@ def read_grading_manifest(path: str | Path) -> list[GradingCase]:
         for name in columns[1:]:
             cell = row[name]
             if not cell:
-                if name in GRADING_REQUIRED_COLUMNS:
+                if name in GRADING_REQUIRED_COLUMNS and name != "mask":
                     problems.append(f"no {name}")
                 case.paths[name] = None
                 continue
@@ -264,6 +267,10 @@ def read_grading_manifest(path: str | Path) -> list[GradingCase]:
             except ManifestPathError as exc:
                 problems.append(f"{name} {exc}")
                 case.paths[name] = (path.parent / cell).resolve() if exc.missing else None
+        masks = [name for name in GRADING_MASK_COLUMNS if row.get(name)]
+        if len(masks) != 1:
+            problems.append("no mask (a label map in mask, or a DICOM SEG in seg)" if not masks
+                            else "both mask and seg: give one of the two")
         case.problem = "; ".join(problems) or None
         cases.append(case)
     if not cases:
