@@ -363,12 +363,10 @@ def preprocess_case(ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None
     return PreprocessedCase(images, available, ct_hu.astype(np.float32), label_map, grid, native, box, warnings)
 
 
-def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],
-              interpolator: int = sitk.sitkLinear) -> sitk.Image:
-    """Map a (d, h, w) volume on the model grid, or on any coarser grid over the same box, onto the native CT grid.
-
-    Only the crop box is resampled (the rest is 0), so this is cheap even for large CTs.
-    """
+def box_to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],
+                  interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Map a (d, h, w) volume on the model grid, or on any coarser grid over the same box, onto the native CT
+    grid's crop `box` only: an image of the box's size whose geometry places it exactly on the CT grid."""
     shape = tuple(volume.shape)
     source_geometry = grid if shape == tuple(reversed(grid.size)) else coarser_geometry(grid, shape)
     source = source_geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(volume, dtype=np.float32)))
@@ -377,8 +375,17 @@ def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[t
     box_geometry = Geometry(tuple(box_size), native.spacing, tuple(box_origin[:3]), native.direction)
     # Extrapolate to the box edges (nearest) rather than pad with 0: the grid's outer voxel centres lie half a
     # voxel inside the box.
-    inside = sitk.Resample(source, box_geometry.size, sitk.Transform(), interpolator, box_geometry.origin,
-                           box_geometry.spacing, box_geometry.direction, 0.0, sitk.sitkFloat32, True)
+    return sitk.Resample(source, box_geometry.size, sitk.Transform(), interpolator, box_geometry.origin,
+                         box_geometry.spacing, box_geometry.direction, 0.0, sitk.sitkFloat32, True)
+
+
+def to_native(volume: np.ndarray, grid: Geometry, native: Geometry, box: tuple[tuple[int, int], ...],
+              interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Map a (d, h, w) volume on the model grid, or on any coarser grid over the same box, onto the native CT grid.
+
+    Only the crop box is resampled (`box_to_native`; the rest is 0), so this is cheap even for large CTs.
+    """
+    inside = box_to_native(volume, grid, native, box, interpolator)
     # A zero image of the CT's size with the box pasted in place: one full-size buffer and no full-size copy
     # (building it in NumPy first costs 25 % more; sitk.ConstantPad, which checks the region per pixel, 3x more).
     full = sitk.Image(native.size, sitk.sitkFloat32)

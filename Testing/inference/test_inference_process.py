@@ -152,7 +152,7 @@ def test_stale_session_folders_of_dead_processes_are_removed(tmp_path):
 
 def test_protocol_errors_are_events_and_the_server_goes_on():
     class Fake:
-        def classify(self, *args):
+        def classify(self, *args, **options):
             raise AssertionError("not reached")
 
     requests = "\n".join(["not json", "[1]", json.dumps({"op": "train", "id": 3}),

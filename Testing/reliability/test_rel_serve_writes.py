@@ -27,7 +27,7 @@ class FakeClassifier:
     def __init__(self) -> None:
         self.calls = 0
 
-    def classify(self, ct, mask, pet_fdg=None, pet_act=None):
+    def classify(self, ct, mask, pet_fdg=None, pet_act=None, maps_on_ct_grid=True):  # full-size maps either way
         self.calls += 1
         values = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.float32)
         values[3:7, 5:11, 2:13] = 0.25

@@ -22,7 +22,13 @@ from reactkd.inference.region_graph import case_regions, region_graph
 from reactkd.inference.result import ClassificationResult
 from reactkd.memory import check_memory, classify_peak_bytes
 from reactkd.package.model_package import load_package
-from reactkd.preprocessing import PreprocessConfig, PreprocessedCase, preprocess_case, to_native
+from reactkd.preprocessing import (
+    PreprocessConfig,
+    PreprocessedCase,
+    box_to_native,
+    preprocess_case,
+    to_native,
+)
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
 
@@ -81,7 +87,10 @@ class Classifier:
         return notes
 
     def classify(self, ct: sitk.Image, mask: sitk.Image, pet_fdg: sitk.Image | None = None,
-                 pet_act: sitk.Image | None = None) -> ClassificationResult:
+                 pet_act: sitk.Image | None = None, maps_on_ct_grid: bool = True) -> ClassificationResult:
+        """Grade one case. With ``maps_on_ct_grid=False`` the two maps cover only the crop box of the CT grid
+        (their geometry places them on it; zero elsewhere): what `serve` sends, so that the full-size maps are
+        built once, by whoever needs them."""
         with self._lock:
             notes = self._check_modalities(pet_fdg, pet_act)
             size = " x ".join(map(str, ct.GetSize()))
@@ -107,7 +116,7 @@ class Classifier:
                 self.device = torch.device("cpu")
                 self.model.to(self.device)
                 outputs = self._infer(case, regions, timings)
-            return self._assemble(case, regions, outputs, timings, notes)
+            return self._assemble(case, regions, outputs, timings, notes, maps_on_ct_grid)
 
     def _gradcam(self):
         """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
@@ -139,7 +148,7 @@ class Classifier:
         return outputs
 
     def _assemble(self, case: PreprocessedCase, regions: RegionSet, outputs: dict, timings: dict[str, float],
-                  notes: list[str]) -> ClassificationResult:
+                  notes: list[str], maps_on_ct_grid: bool = True) -> ClassificationResult:
         if not all(np.isfinite(outputs[key]).all() for key in ("probs", "attention", "gradcam")):
             # NaN or huge weights behind a matching checksum: no grade is better than a meaningless one.
             raise ModelPackageError(f"model {self.metadata['name']!r} produced non-finite outputs (NaN or infinity) "
@@ -156,8 +165,9 @@ class Classifier:
         graph = region_graph(regions, outputs["features"], gradcam)
         timings["graph"] = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        cbam_native = to_native(cbam, case.grid, case.native, case.crop_index)
-        gradcam_native = to_native(gradcam, case.grid, case.native, case.crop_index)
+        onto = to_native if maps_on_ct_grid else box_to_native
+        cbam_native = onto(cbam, case.grid, case.native, case.crop_index)
+        gradcam_native = onto(gradcam, case.grid, case.native, case.crop_index)
         timings["to_native"] = (time.perf_counter() - start) * 1000
         names = list(self.metadata["class_names"])
         probs = probs / probs.sum()

@@ -141,7 +141,8 @@ def classify_request(request: dict, cache: ClassifierCache, send) -> None:
     stage("loading model")
     classifier = cache.get(model, device)
     stage("classifying")
-    result = classifier.classify(ct, mask, pets["pet_fdg"], pets["pet_act"])
+    # Raw maps travel as their crop box: the client builds the full-size maps once (not the server as well).
+    result = classifier.classify(ct, mask, pets["pet_fdg"], pets["pet_act"], maps_on_ct_grid=not raw_maps)
     stage("writing outputs")
     event = {"event": "result", "id": rid, "out": str(out), "model_was_loaded": was_loaded}
     if raw_maps:
@@ -154,20 +155,25 @@ def classify_request(request: dict, cache: ClassifierCache, send) -> None:
 
 
 def _write_raw_maps(result, out: Path) -> dict[str, dict]:
-    """Each map's box of the CT grid (the crop box the classifier resampled into; the rest is 0 by
-    construction of `preprocessing.to_native`) as raw voxels in `out`; returns their descriptors."""
+    """Each map's box of the CT grid as raw voxels in `out`; returns their descriptors. A map is either the
+    crop box itself (`Classifier.classify(maps_on_ct_grid=False)`) or on the whole CT grid, zero outside the
+    crop box by construction of `preprocessing.to_native`."""
     import SimpleITK as sitk
 
     from reactkd.inference.transfer import write_box
 
     out.mkdir(exist_ok=True)
+    native = getattr(getattr(result, "preprocessed", None), "native", None)
+    ct_size = tuple(native.size) if native is not None else None
     maps = {}
     for name, file_name in RAW_MAPS.items():
         image = getattr(result, name)
         array = sitk.GetArrayViewFromImage(image)
-        box = _crop_box(result, image.GetSize())
+        box = _crop_box(result, ct_size or image.GetSize())
         (x0, x1), (y0, y1), (z0, z1) = box
-        maps[name] = write_box(array[z0:z1, y0:y1, x0:x1], (x0, y0, z0), out / file_name)
+        if tuple(image.GetSize()) != (x1 - x0, y1 - y0, z1 - z0):  # a map on the whole grid: its box
+            array = array[z0:z1, y0:y1, x0:x1]
+        maps[name] = write_box(array, (x0, y0, z0), out / file_name)
     return maps
 
 
