@@ -26,3 +26,5 @@ RESULT_FILE = "result.json"
 
 #: Data shipped inside the package: model packages, their list (Models.json), its schema, requirement files.
 DATA_DIR = Path(__file__).resolve().parent / "data"
+#: The model `classify` uses when none is named: the shipped CT student.
+DEFAULT_MODEL = DATA_DIR / "models" / "reactkd-demo-student"

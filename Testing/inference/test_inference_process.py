@@ -252,3 +252,25 @@ def test_raw_map_boxes_come_back_bit_for_bit(tmp_path):
         assert back.GetOrigin() == ct.GetOrigin() and back.GetDirection() == ct.GetDirection()
         assert back.GetSpacing() == ct.GetSpacing() and back.GetPixelID() == sitk.sitkFloat32
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), values * factor)
+
+
+def test_only_the_crop_the_model_reads_travels_and_the_result_is_the_in_process_one(server, student, inputs,
+                                                                                    monkeypatch):
+    """The client sends the CT and mask cut to the model's liver box (`transfer.crop_to_liver`) and pastes the
+    maps back at the box's place: the same probabilities, graph and maps as classifying the whole CT here."""
+    from reactkd.inference import transfer
+    from reactkd.inference.classifier import Classifier
+
+    sent = []
+    real_write = transfer.write_volume
+    monkeypatch.setattr(transfer, "write_volume", lambda image, path: sent.append(image.GetSize()) or
+                        real_write(image, path))
+    result = finished(server.submit(inputs, student, "cpu")).result()
+    here = Classifier(student, device="cpu").classify(inputs["ct"], inputs["mask"], inputs["pet_fdg"])
+    assert sent[0] != inputs["ct"].GetSize() and np.prod(sent[0]) < 0.9 * np.prod(inputs["ct"].GetSize())
+    assert result.probabilities == here.probabilities and result.graph == here.graph
+    for name in ("attention_cbam", "attention_gradcam"):
+        theirs, ours = getattr(result, name), getattr(here, name)
+        assert Geometry.of(theirs).same_as(Geometry.of(ours), tol=0)
+        np.testing.assert_allclose(sitk.GetArrayViewFromImage(theirs), sitk.GetArrayViewFromImage(ours),
+                                   rtol=0, atol=1e-6)  # Grad-CAM's backward may differ in the last bit

@@ -29,10 +29,10 @@ from reactkd.preprocessing import (
     preprocess_case,
     to_native,
 )
+from reactkd.vocabulary import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "reactkd-demo-student"
 #: Probabilities whose largest and smallest differ by at most this are a tie, not a grade.
 DEGENERATE_SPREAD = 1e-6
 

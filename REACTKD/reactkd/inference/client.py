@@ -30,8 +30,15 @@ from typing import Any
 
 from reactkd.atomic import remove_orphan_folders
 from reactkd.errors import ReactKDError
-from reactkd.inference.transfer import SESSION_PREFIX, choose_root, session_roots, transfer_bytes
+from reactkd.inference.transfer import (
+    SESSION_PREFIX,
+    choose_root,
+    crop_to_liver,
+    session_roots,
+    transfer_bytes,
+)
 from reactkd.processes import exit_reason, launch_child, slicer_python_executable, stop_process_group
+from reactkd.vocabulary import DEFAULT_MODEL
 
 __all__ = ["SESSION_PREFIX", "InferenceProcess", "InferenceRequest", "remove_stale_sessions", "session_roots"]
 
@@ -107,6 +114,8 @@ class InferenceProcess:
         self._pending: InferenceRequest | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        #: Model folder -> its preprocessing's crop margin (mm), or None when its metadata cannot be read.
+        self._margins: dict[str, float | None] = {}
         #: Session folder per root (/dev/shm, the temporary folder): a request goes where it fits.
         self._sessions: dict[Path, Path] = {}
 
@@ -180,9 +189,12 @@ class InferenceProcess:
     def _work(self, request: InferenceRequest, inputs: dict[str, Any], model_dir, device: str) -> None:
         folder, result, error = None, None, None
         try:
+            # Only the part of the CT the model reads travels (the full-size maps are rebuilt from it here).
+            full_ct, margin = inputs.get("ct"), self._margin_mm(model_dir)
+            inputs, offset = crop_to_liver(inputs, margin) if margin is not None else (inputs, (0, 0, 0))
             session = self._session_dir(transfer_bytes(inputs))
             folder = Path(tempfile.mkdtemp(prefix=f"request-{request.id}-", dir=session))
-            result = self._classify(request, session, folder, inputs, model_dir, device)
+            result = self._classify(request, session, folder, inputs, model_dir, device, offset, full_ct)
         except ReactKDError as exc:
             error = str(exc)
         except Exception as exc:  # never leave the GUI waiting on a request that cannot end
@@ -193,8 +205,22 @@ class InferenceProcess:
                 shutil.rmtree(folder, ignore_errors=True)
         request._finish(result=result, error=error)
 
+    def _margin_mm(self, model_dir) -> float | None:
+        """The crop margin of the model's preprocessing (read from its metadata once; None if unreadable: then
+        nothing is cropped and the server reports what is wrong with the package)."""
+        key = str(model_dir or DEFAULT_MODEL)
+        if key not in self._margins:
+            try:
+                from reactkd.package.model_package import read_metadata
+                from reactkd.preprocessing import PreprocessConfig
+
+                self._margins[key] = PreprocessConfig.from_dict(read_metadata(key)["preprocessing"]).margin_mm
+            except Exception:  # a broken package: the server's own load says why, in one line
+                self._margins[key] = None
+        return self._margins[key]
+
     def _classify(self, request: InferenceRequest, session: Path, folder: Path, inputs: dict[str, Any], model_dir,
-                  device: str):
+                  device: str, offset: tuple[int, int, int], full_ct):
         from reactkd.inference.result import ClassificationResult
         from reactkd.inference.transfer import paste_box, write_volume
 
@@ -232,7 +258,7 @@ class InferenceProcess:
             raw = spec.get("raw") if isinstance(spec, dict) else None
             if not isinstance(raw, str) or Path(raw).resolve().parent != out:
                 raise ReactKDError(f"the inference process named a map outside {out}")
-        images = {name: paste_box(maps.get(name), inputs["ct"], label)
+        images = {name: paste_box(maps.get(name), full_ct, label, offset)
                   for name, label in (("attention_cbam", "CBAM map"), ("attention_gradcam", "Grad-CAM map"))}
         result = ClassificationResult.from_json(summary, images["attention_cbam"], images["attention_gradcam"], graph)
         self.loaded[(str(model_dir), device)] = result.device

@@ -68,7 +68,7 @@ class ClassifierCache:
     @staticmethod
     def key(model_dir: str | os.PathLike | None, device: str) -> tuple[str, str]:
         if model_dir is None:
-            from reactkd.inference.classifier import DEFAULT_MODEL as model_dir
+            from reactkd.vocabulary import DEFAULT_MODEL as model_dir
         return str(Path(model_dir).expanduser().resolve()), (device or "auto").strip().lower()
 
     def is_loaded(self, model_dir, device: str) -> bool:

@@ -63,6 +63,28 @@ def choose_root(needed: int, roots: list[Path] | None = None) -> Path:
                        f"{needed / 2**20:.0f} MiB, free: {shown}")
 
 
+def crop_to_liver(inputs: dict[str, sitk.Image | None], margin_mm: float) -> tuple[dict, tuple[int, int, int]]:
+    """The CT and mask cut to the box `preprocess_case` crops them to (liver and tumour voxels grown by the
+    model's `margin_mm`, `preprocessing.liver_box`), so only what the model reads travels: a few per cent of a
+    full-size CT. Classifying the cut pair gives the same result to the last bit (the crop of a crop is
+    itself); PET goes whole. Returns the inputs and the box's first voxel (x, y, z) on the CT grid; the inputs
+    unchanged and (0, 0, 0) when the mask does not fit the CT or holds no organ (the server then says why)."""
+    from reactkd.images.geometry import Geometry
+    from reactkd.preprocessing import liver_box
+
+    ct, mask = inputs.get("ct"), inputs.get("mask")
+    if ct is None or mask is None or not Geometry.of(mask).same_as(Geometry.of(ct), tol=1e-3):
+        return inputs, (0, 0, 0)
+    labels = sitk.GetArrayViewFromImage(mask)
+    if labels.max() <= 0:
+        return inputs, (0, 0, 0)
+    (x0, x1), (y0, y1), (z0, z1) = liver_box(labels, ct.GetSpacing(), margin_mm)
+    if (x1 - x0, y1 - y0, z1 - z0) == tuple(ct.GetSize()):
+        return inputs, (0, 0, 0)
+    cut = {**inputs, "ct": ct[x0:x1, y0:y1, z0:z1], "mask": mask[x0:x1, y0:y1, z0:z1]}
+    return cut, (x0, y0, z0)
+
+
 def transfer_bytes(images: dict[str, sitk.Image | None]) -> int:
     """What a request with `images` (their CT first) puts into its session folder: the inputs and, at most,
     two float32 maps of the CT's size."""
@@ -175,11 +197,13 @@ def read_volume(spec, name: str, labels: bool = False) -> sitk.Image:
     return validate_image(image, name)
 
 
-def paste_box(spec, reference: sitk.Image, name: str) -> sitk.Image:
-    """The float32 map on `reference`'s whole grid (zero outside the box) from a `write_box` descriptor."""
+def paste_box(spec, reference: sitk.Image, name: str, offset: tuple[int, int, int] = (0, 0, 0)) -> sitk.Image:
+    """The float32 map on `reference`'s whole grid (zero outside the box) from a `write_box` descriptor whose
+    index counts from `offset` of that grid (the corner of the crop that was sent, `crop_to_liver`)."""
     if not isinstance(spec, dict):
         raise ReactKDError(f"{name}: the inference process described no map")
     index, size = _ints(spec.get("index"), name, "index", 0), _ints(spec.get("size"), name, "size", 1)
+    index = [i + o for i, o in zip(index, offset)]
     total = reference.GetSize()
     if any(i + n > t for i, n, t in zip(index, size, total)):
         raise ReactKDError(f"{name}: box {index} + {size} is not a box of the CT grid {list(total)}")
