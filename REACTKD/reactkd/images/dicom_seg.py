@@ -9,13 +9,13 @@ The liver and tumour segments are picked by name with the rule the Slicer module
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from reactkd.errors import ImageReadError, MaskError
+from reactkd.images.image_files import file_type_problem
 from reactkd.images.masks import label_codes, pick_liver_tumour
 
 
@@ -77,11 +77,11 @@ def read_dicom_seg(path: str | os.PathLike, reference: sitk.Image, name: str = "
                              "elsewhere: pip install highdicom)") from None
 
     path = Path(path)
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
-            raise ImageReadError(f"{name}: {path} is not a regular file")
-    except OSError as exc:
-        raise ImageReadError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
+    problem = file_type_problem(path)  # the one file rule of every read: a FIFO or device would never end
+    if problem == "not found":
+        raise ImageReadError(f"{name}: cannot read {path} (not found)")
+    if problem:
+        raise ImageReadError(f"{name}: {path} is {problem}, not a regular file")
     try:
         seg = highdicom.seg.segread(path)
     except (pydicom.errors.InvalidDicomError, OSError, EOFError) as exc:

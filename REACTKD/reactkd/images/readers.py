@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from reactkd.errors import GeometryError, ImageReadError
-from reactkd.images.image_files import image_files
+from reactkd.images.image_files import data_file_names, image_files
 
 #: Refuse images with more voxels than this before allocating them (a 1024^2 x 2000 CT is ~2.1e9).
 MAX_VOXELS = 2_200_000_000
@@ -135,8 +136,10 @@ def _nifti_data_file(path: str) -> str | None:
     lower = path.lower()
     if lower.endswith((".nii", ".nii.gz")):
         return path
-    if lower.endswith(".hdr"):
-        return next((path[:-4] + ext for ext in (".img", ".img.gz") if os.path.isfile(path[:-4] + ext)), None)
+    if lower.endswith(".hdr"):  # the pair's data file, by the one rule of image_files
+        folder = os.path.dirname(path)
+        return next((os.path.join(folder, n) for n in data_file_names(Path(path)) if os.path.isfile(os.path.join(folder, n))),
+                    None)
     return None
 
 
