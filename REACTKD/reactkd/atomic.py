@@ -129,7 +129,7 @@ def remove_orphan_folders(root: str | os.PathLike, prefix: str, pidless: bool = 
             continue
         if digits is not None and not (len(digits) <= 10 and 1 <= int(digits) <= MAX_PID):
             continue  # not a pid this system can have: someone else's name, never ours to remove
-        if not _own_real_folder(entry) or (digits is not None and pid_alive(int(digits))):
+        if not own_real_folder(entry) or (digits is not None and pid_alive(int(digits))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         if not os.path.lexists(entry.path):
@@ -137,10 +137,10 @@ def remove_orphan_folders(root: str | os.PathLike, prefix: str, pidless: bool = 
     return removed
 
 
-def _own_real_folder(entry: os.DirEntry) -> bool:
+def own_real_folder(path: str | os.PathLike) -> bool:
     """A folder itself (not a symlink to one) owned by the user running this process."""
     try:
-        info = entry.stat(follow_symlinks=False)
+        info = os.lstat(path)
     except OSError:
         return False
     owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from reactkd.atomic import own_real_folder
 from reactkd.errors import ReactKDError
 from reactkd.inference.transfer import SESSION_PREFIX
 
@@ -202,7 +202,7 @@ class SessionFolders:
             return
         folder = Path(os.path.abspath(session))
         inside = Path(os.path.abspath(out)).is_relative_to(folder) and folder != Path(os.path.abspath(out))
-        if folder.name.startswith(SESSION_PREFIX) and inside and _own_real_folder(folder):
+        if folder.name.startswith(SESSION_PREFIX) and inside and own_real_folder(folder):
             with self._lock:
                 self.folders.add(str(folder))
 
@@ -210,16 +210,8 @@ class SessionFolders:
         with self._lock:
             folders, self.folders = self.folders, set()
         for folder in folders:
-            if _own_real_folder(Path(folder)):
+            if own_real_folder(Path(folder)):
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def _own_real_folder(folder: Path) -> bool:
-    try:
-        info = os.lstat(folder)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and (not hasattr(os, "getuid") or info.st_uid == os.getuid())
 
 
 def _exit_with_parent(sessions: SessionFolders) -> None:
