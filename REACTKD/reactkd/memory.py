@@ -9,8 +9,6 @@ inputs; docs/reliability.md lists the measurements.
 from __future__ import annotations
 
 import os
-import resource
-import sys
 
 from reactkd.errors import ReactKDError
 
@@ -26,24 +24,30 @@ RENDER_BYTES_PER_VOXEL = 31
 RENDER_FIXED_BYTES = int(1.1 * GIB)  # the above plus VTK, MRML and an off-screen OpenGL context (margin 0.1)
 
 
-def available_bytes() -> int:
-    """Memory this process may still use: the kernel's MemAvailable, capped by a cgroup (container) limit."""
+def available_bytes() -> int | None:
+    """Memory this process may still use: the kernel's MemAvailable, capped by a cgroup (container) limit; None
+    where it cannot be told (no /proc and no psutil): the check is then skipped rather than guessed."""
     available = _meminfo_available()
     limit = _cgroup_room()
+    if available is None:
+        return limit
     return min(available, limit) if limit is not None else available
 
 
-def _meminfo_available() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil is a dependency; /proc/meminfo on Linux without it
+def _meminfo_available() -> int | None:
+    try:  # Linux, without any package
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-        raise
+    except (OSError, ValueError):
+        pass
+    try:  # macOS, Windows: psutil where installed (Slicer's Python may lack it)
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
 
 
 def _cgroup_room() -> int | None:
@@ -59,14 +63,18 @@ def _cgroup_room() -> int | None:
 
 
 def resident_bytes() -> int:
-    """This process's resident memory now (what a later peak already includes)."""
+    """This process's resident memory now (what a later peak already includes); 0 where it cannot be told."""
+    try:  # Linux: resident pages of /proc/self/statm
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     try:
         import psutil
 
         return int(psutil.Process().memory_info().rss)
-    except ImportError:  # pragma: no cover
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except ImportError:
+        return 0
 
 
 def classify_peak_bytes(voxels: int, render: bool = False) -> int:
@@ -94,7 +102,7 @@ def check_memory(peak: int, what: str, fix: str) -> None:
     if os.environ.get("REACTKD_MEMORY_CHECK", "1") == "0":
         return
     held, free = resident_bytes(), available_bytes()
-    if peak - held > free:
+    if free is not None and peak - held > free:
         raise ReactKDError(f"{what} needs about {gib(peak)} of memory, but this machine has {gib(free)} available "
                            f"(beside the {gib(held)} this process holds); {fix} (or set REACTKD_MEMORY_CHECK=0 to "
                            "try anyway)")

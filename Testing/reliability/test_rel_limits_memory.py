@@ -119,3 +119,17 @@ def test_classify_peak_memory_stays_under_the_estimate(tmp_path):
     assert done.returncode == 0, done.stderr
     peak, estimate = int(done.stdout.split()[-1]), memory.classify_peak_bytes(nx * ny * nz)
     assert 0.6 * estimate <= peak <= estimate, (peak, estimate)
+
+
+def test_where_free_memory_cannot_be_told_nothing_is_refused(monkeypatch):
+    """No /proc and no psutil (Slicer's Python on macOS or Windows may lack it): the check is skipped, never a
+    crash and never a guess."""
+    import builtins
+
+    real_open, real_import = builtins.open, builtins.__import__
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (_ for _ in ()).throw(OSError("no /proc"))
+                        if str(path).startswith(("/proc", "/sys")) else real_open(path, *a, **k))
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "psutil" else real_import(name, *a, **k))
+    assert memory.available_bytes() is None and memory.resident_bytes() == 0
+    memory.check_memory(1 << 60, "a step", "nothing")  # no refusal without a figure to compare with
