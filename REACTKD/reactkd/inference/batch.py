@@ -29,7 +29,7 @@ from pathlib import Path
 
 from reactkd.atomic import folder_lock, write_text_atomic
 from reactkd.cohort.manifest import GradingCase, read_grading_manifest
-from reactkd.errors import ReactKDError
+from reactkd.errors import ReactKDError, one_line
 from reactkd.images.image_files import image_files
 from reactkd.output_paths import check_output
 
@@ -187,7 +187,7 @@ def _kept_row(case: GradingCase, before: dict | None, model_sha: str, out_dir: P
 def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, progress) -> tuple[int, list[dict]]:
     from reactkd.images.dicom_seg import read_dicom_seg
     from reactkd.images.readers import read_image
-    from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
+    from reactkd.inference.outputs import write_outputs
 
     class_names = list(classifier.metadata["class_names"])
     model_sha = str(classifier.metadata["sha256"])
@@ -211,7 +211,6 @@ def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, pr
                     if case.problem:
                         raise ReactKDError(case.problem)
                     row[FINGERPRINT_COLUMN] = input_fingerprint(case.paths)  # before reading: a later edit regrades
-                    check_output(folder, "case folder", folder=True, inputs=case.paths.values(), names=OUTPUT_FILES)
                     images = {name: read_image(p, name=name, labels=name == "mask") if p else None
                               for name, p in case.paths.items() if name != "seg"}
                     if case.paths.get("seg"):  # a DICOM SEG, placed on the CT by its frame geometry
@@ -225,7 +224,7 @@ def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, pr
                                **{f"p_{name}": f"{result.probabilities[name]:.6f}" for name in class_names})
                     graded += 1
                 except ReactKDError as exc:
-                    row.update(status="error", error=" | ".join(str(exc).splitlines()))
+                    row.update(status="error", error=one_line(str(exc)))
                 table.append(row)
                 status = row["status"]
             rows.append(row)
