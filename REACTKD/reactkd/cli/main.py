@@ -55,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="generate a synthetic dual-tracer PET/CT cohort")
     synth.add_argument("--out", required=True, type=Path, help="folder for the cases and manifest.csv")
     synth.add_argument("--cases", type=_positive_int, default=30, help="number of cases (default: 30)")
-    synth.add_argument("--size", choices=("small", "full"), default="small",
-                       help="image size: small (fast tests) or full (realistic CT grid)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
+    synth.add_argument("--size", choices=("small", "clinical", "full"), default="small",
+                       help="image size: small (fast tests), clinical (<= 1 mm pixels, 5 mm slices: the dose "
+                            "study) or full (a 512 x 512 x 150 CT grid)")
+    synth.add_argument("--world", choices=("v2", "null", "v1"), default="v2",
+                       help="v2 (default: calibrated to the clinical literature), null (v2 whose PET knows only "
+                            "the recorded grade: a negative control) or v1 (the first cohort, kept reproducible)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed and world, same cohort)")
+    synth.add_argument("--progress", choices=progress, default="auto",
+                       help="progress: a bar on a terminal (auto), json lines on stdout, or none")
 
     train = sub.add_parser("train", help="train a teacher or the student")
     train.add_argument("--stage", required=True, choices=STAGES, help="what to train")

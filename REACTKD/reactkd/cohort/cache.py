@@ -77,6 +77,8 @@ def _cache_key(records: list[CaseRecord], preprocess: PreprocessConfig, graph: G
                         stat = file.stat()
                         digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         digest.update(f"{record.case_id}:{record.label}".encode())
+        if record.world or record.cohort_version:  # manifests without them keep their earlier keys
+            digest.update(f"world {record.world} {record.cohort_version}".encode())
     return digest.hexdigest()[:20]
 
 

@@ -38,6 +38,8 @@ class CaseRecord:
     pet_fdg: Path | None
     pet_act: Path | None
     mask: Path
+    world: str = ""            # synthetic cohorts: the world and version they were drawn from (else empty)
+    cohort_version: str = ""
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -158,7 +160,8 @@ def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
         paths = {c: _resolve(root, row[c], f"{where} ({c})", problems) for c in IMAGE_COLUMNS}
         if paths["ct"] and paths["mask"] and label >= 0 and case_id:
             records.append(CaseRecord(case_id, row["patient_id"], label, paths["ct"], paths["pet_fdg"],
-                                      paths["pet_act"], paths["mask"]))
+                                      paths["pet_act"], paths["mask"], row.get("world", ""),
+                                      row.get("cohort_version", "")))
     if not problems and not records:
         problems.append(f"{path}: manifest has no cases")
     if problems:

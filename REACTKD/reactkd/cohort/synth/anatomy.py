@@ -9,33 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
-
-class Tissue(IntEnum):
-    """Codes of the internal tissue volume (not the exported mask, which is 0/1/2)."""
-
-    AIR = 0
-    SUBCUT_FAT = 1
-    MUSCLE = 2
-    VISCERA = 3
-    VISCERAL_FAT = 4
-    CORTICAL_BONE = 5
-    CANCELLOUS_BONE = 6
-    DISC = 7
-    CANAL = 8
-    AORTA = 9
-    KIDNEY = 10
-    SPLEEN = 11
-    LUNG = 12
-    LIVER = 13
-    TUMOUR = 14
-    NECROSIS = 15
-
-
-N_TISSUES = len(Tissue)
+from reactkd.cohort.synth import clinical
+from reactkd.cohort.synth.tissues import N_TISSUES, Tissue  # noqa: F401 (re-exported)
+from reactkd.cohort.synth.worlds import WORLDS, World
 
 # Grade dependence. Every patient has a latent, continuous differentiation d (0-3: well 0-1, moderate 1-2,
 # poor 2-3); each nodule deviates a little from it, and every imaging property of a nodule follows its own d.
@@ -65,6 +44,21 @@ TUMOUR_UPTAKE_LOG_SD = 0.10               # per tumour
 TUMOUR_COUNT_P = (0.45, 0.30, 0.15, 0.10)  # 1, 2, 3 or 4 tumours
 MIN_TUMOUR_RADIUS_MM = 7.5
 MAX_TUMOUR_RADIUS_MM = 34.0
+#: Cohort v2: tumour sizes spread wider (Park 2008's lesions span 1 to over 5 cm).
+RADIUS_LOG_SD_V2 = 0.32
+
+
+@dataclass(frozen=True)
+class Focus:
+    """A less differentiated part of a nodule (cohort v2): a ball inside it with its own phenotype."""
+
+    offset: np.ndarray          # (3,) mm from the nodule's centre, patient frame
+    radius: float
+    differentiation: float
+    ct_delta_hu: float
+    heterogeneity_hu: float
+    fdg_ratio: float
+    act_ratio: float
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,9 @@ class Tumour:
     rim_hu: float               # enhancing pseudo-capsule (0 = none)
     fdg_ratio: float            # tumour-to-liver SUV ratio
     act_ratio: float
-    differentiation: float = 1.5  # latent continuous grade of this nodule (0-3), see GRADE_CENTRES
+    differentiation: float = 1.5  # latent continuous grade of this nodule (0-3), see GRADE_CENTRES; with a
+    #                               focus, the focus's (the worst part, which pathology grades)
+    focus: Focus | None = None
 
     @property
     def reach(self) -> float:
@@ -119,6 +115,8 @@ class Anatomy:
     viscera_phases: np.ndarray              # (k, 2)
     tumours: tuple[Tumour, ...]
     differentiation: float = 1.5            # the patient's latent continuous grade (0-3)
+    steatosis_hu: float = 0.0               # cohort v2: attenuation lost to fat (0 = none)
+    cirrhosis_hu: float = 0.0               # cohort v2: sd of the nodular parenchymal texture (0 = none)
 
     @property
     def cavity_axes(self) -> tuple[float, float]:
@@ -172,9 +170,9 @@ def true_grade(differentiation: float) -> int:
     return int(np.clip(np.floor(differentiation), 0, 2))
 
 
-def sample_anatomy(rng: np.random.Generator, grade: int) -> Anatomy:
+def sample_anatomy(rng: np.random.Generator, grade: int, world: World = WORLDS["v1"]) -> Anatomy:
     """Draw the organs of one patient, its latent differentiation given the recorded `grade`, then place 1-4
-    tumours inside the liver whose phenotypes follow that differentiation."""
+    tumours inside the liver whose phenotypes follow that differentiation (and, in cohort v2, the parenchyma)."""
     ax, ay = rng.uniform(128, 148), rng.uniform(92, 110)
     fat, wall = rng.uniform(8, 24), rng.uniform(8, 12)
     cav_x, cav_y = ax - fat - wall, ay - fat - wall
@@ -205,8 +203,13 @@ def sample_anatomy(rng: np.random.Generator, grade: int) -> Anatomy:
         viscera_waves=_random_waves(rng, 3, (35, 70)), viscera_phases=rng.uniform(0, 2 * np.pi, (3, 2)),
         tumours=())
     differentiation = latent_differentiation(rng, grade)
-    return dataclasses.replace(anatomy, differentiation=differentiation,
-                               tumours=_sample_tumours(rng, anatomy, differentiation))
+    tumours = _sample_tumours(rng, anatomy, differentiation, world, grade)
+    anatomy = dataclasses.replace(anatomy, differentiation=differentiation, tumours=tumours)
+    if world.clinical:
+        steatosis = float(rng.uniform(*clinical.STEATOSIS_DROP_HU)) if rng.random() < clinical.STEATOSIS_P else 0.0
+        cirrhosis = float(rng.uniform(*clinical.CIRRHOSIS_TEXTURE_HU)) if rng.random() < clinical.CIRRHOSIS_P else 0.0
+        anatomy = dataclasses.replace(anatomy, steatosis_hu=steatosis, cirrhosis_hu=cirrhosis)
+    return anatomy
 
 
 def _liver_rho(anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -257,7 +260,8 @@ def _clearance(anatomy: Anatomy, points: np.ndarray) -> np.ndarray:
     return np.minimum.reduce([_liver_depth(anatomy, points), cavity, spine, aorta, *organs])
 
 
-def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, differentiation: float) -> tuple[Tumour, ...]:
+def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, differentiation: float, world: World,
+                    grade: int) -> tuple[Tumour, ...]:
     count = int(rng.choice(len(TUMOUR_COUNT_P), p=TUMOUR_COUNT_P)) + 1
     # A patient-level uptake offset makes the nodules of one liver alike, as in multifocal HCC.
     fdg_patient, act_patient = rng.normal(0.0, PATIENT_UPTAKE_LOG_SD, 2)
@@ -269,7 +273,8 @@ def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, differentiation:
     for index in range(count):
         d = float(np.clip(differentiation + rng.normal(0.0, NODULE_DIFFERENTIATION_SD), *DIFFERENTIATION_RANGE))
         log_radius = grade_property(tuple(np.log(TUMOUR_RADIUS_MM)), d)
-        radius = float(np.clip(np.exp(log_radius + rng.normal(0, RADIUS_LOG_SD)),
+        radius_sd = RADIUS_LOG_SD_V2 if world.clinical else RADIUS_LOG_SD
+        radius = float(np.clip(np.exp(log_radius + rng.normal(0, radius_sd)),
                                MIN_TUMOUR_RADIUS_MM, MAX_TUMOUR_RADIUS_MM))
         irregularity = float(np.clip(rng.normal(grade_property(IRREGULARITY, d), IRREGULARITY_SD), 0.0, 0.25))
         stretch = rng.uniform(0.8, 1.2, 3)
@@ -307,5 +312,48 @@ def _sample_tumours(rng: np.random.Generator, anatomy: Anatomy, differentiation:
             else:
                 break
         centre = candidates[rng.choice(fits)]
-        tumours.append(Tumour(centre=centre, axes=axes, **phenotype))
+        tumour = Tumour(centre=centre, axes=axes, **phenotype)
+        if world.clinical:
+            tumour = _clinical_phenotype(rng, tumour, world, grade, (fdg_patient, act_patient))
+        tumours.append(tumour)
     return tuple(tumours)
+
+
+def _clinical_phenotype(rng: np.random.Generator, tumour: Tumour, world: World, grade: int,
+                        patient_offsets: tuple[float, float]) -> Tumour:
+    """Cohort v2: a less differentiated focus in larger nodules (the nodule's sampled `differentiation` is
+    its worst part; the rest is better differentiated), and tracer uptake by avidity (clinical.py), drawn
+    per part so that large nodules can be hot on one tracer and cold on the other in places."""
+    worst = tumour.differentiation
+    radius = float(np.cbrt(np.prod(tumour.axes)))
+    has_focus = radius >= clinical.FOCUS_MIN_RADIUS_MM and rng.random() < clinical.FOCUS_P
+    base = float(np.clip(worst - rng.exponential(clinical.FOCUS_EXCESS), *DIFFERENTIATION_RANGE)) if has_focus \
+        else worst
+    offsets = [clinical.PATIENT_UPTAKE_LOG_SD / PATIENT_UPTAKE_LOG_SD * o for o in patient_offsets]
+
+    def ratios(d: float) -> tuple[float, float]:
+        if world.pet_from_recorded_grade:  # uptake knows the recorded grade only (and a size it implies)
+            d, diameter = grade + 0.5, 2 * TUMOUR_RADIUS_MM[grade] / 10
+        else:
+            diameter = 2 * radius / 10
+        return tuple(clinical.tumour_to_liver(rng, tracer, diameter, d, offset)
+                     for tracer, offset in zip(("fdg", "act"), offsets))
+
+    fdg, act = ratios(base)
+    focus = None
+    if has_focus:
+        direction = rng.normal(size=3)
+        offset = direction / np.linalg.norm(direction) * rng.uniform(0.0, 0.4) * radius
+        focus_fdg, focus_act = ratios(worst)
+        focus = Focus(offset=offset, radius=float(rng.uniform(*clinical.FOCUS_RADIUS_FRACTION) * radius),
+                      differentiation=worst,
+                      ct_delta_hu=float(rng.normal(grade_property(CT_DELTA_HU, worst), CT_DELTA_SD_HU)),
+                      heterogeneity_hu=float(np.clip(rng.normal(grade_property(HETEROGENEITY_HU, worst),
+                                                                HETEROGENEITY_SD_HU), 2, 25)),
+                      fdg_ratio=focus_fdg, act_ratio=focus_act)
+        # the rest of the nodule is better differentiated: its attenuation and texture follow `base`
+        tumour = dataclasses.replace(
+            tumour, ct_delta_hu=float(rng.normal(grade_property(CT_DELTA_HU, base), CT_DELTA_SD_HU)),
+            heterogeneity_hu=float(np.clip(rng.normal(grade_property(HETEROGENEITY_HU, base), HETEROGENEITY_SD_HU),
+                                           2, 25)))
+    return dataclasses.replace(tumour, fdg_ratio=fdg, act_ratio=act, focus=focus)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from reactkd.cohort.manifest import write_manifest
-from reactkd.cohort.synth.case import generate_case
+from reactkd.cohort.manifest import COLUMNS, write_manifest
+from reactkd.cohort.synth.case import generate_case, stores_integer_hu
 from reactkd.cohort.synth.grids import SIZES
+from reactkd.cohort.synth.worlds import DEFAULT_WORLD, World, get_world
 from reactkd.errors import ConfigError
 from reactkd.images.writers import write_image
 
@@ -86,18 +87,25 @@ def plan_cohort(n_cases: int, seed: int = 0) -> list[PlannedCase]:
             for index, (number, label, _) in enumerate(rows)]
 
 
-def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
-    """Generate `n_cases` cases into `out_dir` and return the path of `out_dir/manifest.csv`.
+#: Manifest columns of a synthetic cohort: the cohort columns, then the world and its version number.
+SYNTH_COLUMNS = (*COLUMNS, "world", "cohort_version")
 
-    Each case gets a folder `case_XXXX/` with ct.nii.gz (int16 HU), mask.nii.gz (uint8 0/1/2) and, unless
+
+def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None, world: str | World = DEFAULT_WORLD) -> Path:
+    """Generate `n_cases` cases of `world` into `out_dir` and return the path of `out_dir/manifest.csv`.
+
+    Each case gets a folder `case_XXXX/` with ct.nii.gz (int16 HU; float32 for cohort v2's small size, whose
+    noise is below what whole HU resolve), mask.nii.gz (uint8 0/1/2) and, unless
     absent for that case, pet_fdg.nii.gz and pet_act.nii.gz (float32 SUV); the manifest lists them relative to `out_dir` (an empty cell means
     the modality is absent). Every file is written atomically. An existing cohort in `out_dir` is
     overwritten: its manifest is removed first and rewritten last, so an interrupted run leaves no
     manifest; case folders that the new cohort does not use are left alone. `progress(done, total)` is
-    called after each case.
+    called after each case. The manifest records the world and its version (columns `world`,
+    `cohort_version`), which also key the cohort cache.
     """
     _check(n_cases, size, seed)
+    world = get_world(world)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
@@ -108,11 +116,12 @@ def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", 
     plan = plan_cohort(n_cases, seed)
     rows = []
     for done, planned in enumerate(plan, start=1):
-        case = generate_case(planned.seed, planned.label, size, patient_seed=planned.patient_seed)
+        case = generate_case(planned.seed, planned.label, size, patient_seed=planned.patient_seed, world=world)
         folder = out / planned.case_id
-        # CT values are whole HU in [-1024, 3071]: int16 on disk is exact, as scanners store it, and
-        # compresses five times faster than float32 (a full-size CT: ~4 s instead of ~20 s).
-        images = {"ct": sitk.Cast(case.ct, sitk.sitkInt16), "mask": case.mask,
+        # Whole HU in [-1024, 3071]: int16 on disk is exact, as scanners store it, and compresses five times
+        # faster than float32 (a full-size CT: ~4 s instead of ~20 s).
+        ct = sitk.Cast(case.ct, sitk.sitkInt16) if stores_integer_hu(world, size) else case.ct
+        images = {"ct": ct, "mask": case.mask,
                   "pet_fdg": case.pet_fdg if planned.has_fdg else None,
                   "pet_act": case.pet_act if planned.has_act else None}
         cells = {}
@@ -125,7 +134,8 @@ def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", 
             else:
                 write_image(image, path)
                 cells[name] = path.relative_to(out).as_posix()
-        rows.append({"case_id": planned.case_id, "patient_id": planned.patient_id, "label": str(planned.label), **cells})
+        rows.append({"case_id": planned.case_id, "patient_id": planned.patient_id, "label": str(planned.label), **cells,
+                     "world": world.name, "cohort_version": str(world.version)})
         if progress is not None:
             progress(done, n_cases)
-    return write_manifest(manifest, rows)
+    return write_manifest(manifest, rows, columns=SYNTH_COLUMNS)

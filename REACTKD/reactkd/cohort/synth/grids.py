@@ -34,11 +34,17 @@ class SizeSpec:
     pet_xy_spacing: tuple[float, float]
     pet_z_spacing: tuple[float, float]
     pet_supersample: int             # sub-voxels per axis when rendering PET activity
+    #: Whole HU on disk. False where a full-dose acquisition's noise (about 0.5 HU at 3.7 mm pixels) is so low
+    #: that rounding (variance 1/12 HU^2) would be a large part of it: such CTs are stored as float32.
+    integer_hu: bool = True
 
 
 SIZES: dict[str, SizeSpec] = {
-    "small": SizeSpec(96, (48, 48), (3.5, 3.9), 4.0, (4.2, 4.6), (4.5, 5.0), 2),
+    "small": SizeSpec(96, (48, 48), (3.5, 3.9), 4.0, (4.2, 4.6), (4.5, 5.0), 2, integer_hu=False),
     "full": SizeSpec(512, (140, 160), (0.74, 0.86), 2.5, (4.0, 4.4), (3.0, 4.0), 2),
+    # For the dose study: pixels of at most 1 mm and the whole body cross-section (at most 296 x 220 mm, off
+    # centre by up to 10 mm) inside the field of view (at least 328 mm), at a reading slice thickness.
+    "clinical": SizeSpec(400, (32, 40), (0.82, 0.98), 5.0, (4.0, 4.4), (3.0, 4.0), 2),
 }
 
 

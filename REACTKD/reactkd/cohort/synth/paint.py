@@ -29,6 +29,7 @@ class TumourPart:
     box: tuple[slice, slice, slice]     # (z, y, x)
     inside: np.ndarray                  # bool, box-shaped
     rho: np.ndarray                     # float32, box-shaped: lobulated normalised radius (1 on the margin)
+    focus: np.ndarray | None = None     # bool, box-shaped: inside the tumour's less differentiated focus
 
 
 def _lut(codes: tuple[int, ...]) -> np.ndarray:
@@ -105,7 +106,11 @@ def _paint_tumour(tissue, xs, ys, zs, tumour: Tumour) -> TumourPart | None:
     inside = (rho <= 1.0) & (sub == Tissue.LIVER)
     sub[inside] = Tissue.TUMOUR
     sub[inside & (rho <= tumour.necrosis_fraction)] = Tissue.NECROSIS
-    return TumourPart(tumour, box, inside, rho)
+    focus = None
+    if tumour.focus is not None:
+        f = tumour.focus.offset
+        focus = ((d[0] - f[0]) ** 2 + (d[1] - f[1]) ** 2 + (d[2] - f[2]) ** 2 <= tumour.focus.radius ** 2) & inside
+    return TumourPart(tumour, box, inside, rho, focus)
 
 
 def _keep_strictly_inside(tissue: np.ndarray, part: TumourPart) -> None:
