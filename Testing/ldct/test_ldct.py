@@ -17,7 +17,6 @@ from reactkd.ldct.simulator import (
     DEFAULT_I0,
     EXACT_POISSON_BELOW,
     MU_WATER_PER_MM,
-    degrade_batch,
     hu_to_mu,
     log_noise,
     mu_to_hu,
@@ -184,25 +183,6 @@ def test_shapes_2d_and_4d():
                                    atol=1e-3, rtol=0)
 
 
-def test_degrade_batch_matches_individual_calls():
-    base = abdomen(40, 36)
-    ct = torch.stack([base + 10 * b for b in range(3)])[:, None].repeat(1, 5, 1, 1)  # odd depth: shared chunks
-    doses = torch.tensor([0.5, 1.0, 0.2])
-    out = degrade_batch(ct, doses, (0.9, 0.9), gen(7))
-    seeds = sample_seeds(gen(7), 3)
-    torch.testing.assert_close(out[1], ct[1])  # full dose: unchanged
-    for b in (0, 2):
-        alone = simulate_low_dose(ct[b], (0.9, 0.9), float(doses[b]), seed=seeds[b], input_is_full_dose=True)
-        assert float((out[b] - ct[b]).std()) > 0.2
-        torch.testing.assert_close(out[b], alone, atol=1e-3, rtol=0)
-    # per-sample spacing, as the training loop passes it
-    spacing = torch.tensor([[0.9, 0.9], [1.2, 1.2], [0.9, 0.9]])
-    mixed = degrade_batch(ct, torch.tensor([0.5, 0.5, 0.2]), spacing, gen(7))
-    torch.testing.assert_close(mixed[0], out[0], atol=1e-3, rtol=0)
-    alone = simulate_low_dose(ct[1], (1.2, 1.2), 0.5, seed=seeds[1], input_is_full_dose=True)
-    torch.testing.assert_close(mixed[1], alone, atol=1e-3, rtol=0)
-
-
 def test_image_wrapper_keeps_geometry_and_uses_in_plane_spacing():
     hu = abdomen(48, 40).numpy()[None].repeat(4, 0)
     image = sitk.GetImageFromArray(hu.astype(np.int16))
@@ -252,10 +232,6 @@ def test_bad_dose_is_refused(dose):
 
 def test_bad_options_are_refused():
     ct = torch.zeros(2, 16, 16)
-    with pytest.raises(ConfigError):
-        degrade_batch(ct[None].repeat(2, 1, 1, 1), torch.tensor([0.5, 0.0]), (1.0, 1.0), gen(0))
-    with pytest.raises(ConfigError):
-        degrade_batch(ct[None], torch.tensor([0.5, 0.5]), (1.0, 1.0), gen(0))
     for kw in (dict(window="parzen"), dict(reconstruction="iterative"), dict(i0=0.0), dict(n_angles=3),
                dict(electronic_noise=-1.0)):
         with pytest.raises(ConfigError):
@@ -288,6 +264,3 @@ def test_gpu_matches_cpu():
     ct = water_disc(6, 96, 40)
     stds = [centre_noise(simulate_low_dose(ct.to(d), (1.5, 1.5), 0.25, seed=3).cpu(), ct, 20) for d in ("cpu", "cuda")]
     assert stds[1] == pytest.approx(stds[0], rel=0.15)
-    out = degrade_batch(ct[None].repeat(2, 1, 1, 1).cuda(), torch.tensor([0.3, 1.0], device="cuda"), (1.5, 1.5),
-                        torch.Generator(device="cuda").manual_seed(0))
-    assert out.device.type == "cuda" and torch.equal(out[1].cpu(), ct)

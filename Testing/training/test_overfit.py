@@ -7,9 +7,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from reactkd.cli.main import main
 from reactkd.cohort.cache import load_cohort
+from reactkd.cohort.doses import load_dose_cache
 from reactkd.cohort.manifest import read_manifest
 from reactkd.training.config import load_config
 from reactkd.training.sanity import balanced_subset, overfit
@@ -23,7 +25,10 @@ def handful(tmp_path_factory):
     root = tmp_path_factory.mktemp("overfit")
     assert main(["synth", "--out", str(root / "data"), "--cases", "24", "--seed", "5"]) == 0
     config = load_config(DEMO_CONFIG, preprocessing={"grid": [16, 32, 32], "margin_mm": 10.0})
-    cohort = load_cohort(read_manifest(root / "data/manifest.csv"), config.preprocess_config(), config.graph)
+    records = read_manifest(root / "data/manifest.csv")
+    cohort = load_cohort(records, config.preprocess_config(), config.graph)
+    cohort.dose_ct = torch.from_numpy(load_dose_cache(records, config.preprocess_config(), config.doses, cohort.key,
+                                                      None))
     has_pet = cohort.available[:, 1:].any(dim=1).numpy()
     labels = cohort.labels.numpy().copy()
     labels[~has_pet] = -1  # the SF teacher needs PET: draw the handful among PET cases for every stage

@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reactkd.cli.evaluate import dose_inputs
 from reactkd.cli.main import main
 from reactkd.cohort.cache import TENSOR_FIELDS, load_cohort
+from reactkd.cohort.doses import load_dose_cache
 from reactkd.cohort.manifest import read_manifest
+from reactkd.errors import ConfigError
 from reactkd.graph import node_features, soft_region_masks
 from reactkd.losses import kd_loss, rgd_loss
 from reactkd.training.config import load_config
@@ -26,9 +29,9 @@ def setting(tmp_path_factory):
     (root / "c.yaml").write_text(TINY_CONFIG.replace("grid: [32, 32, 32]", "grid: [16, 32, 32]")
                                  + "modality_dropout: 0.0\n")
     config = load_config(root / "c.yaml")
-    cohort = load_cohort(read_manifest(root / "data/manifest.csv"), config.preprocess_config(), config.graph,
-                         cache_dir=root / "cache")
-    return config, cohort
+    records = read_manifest(root / "data/manifest.csv")
+    cohort = load_cohort(records, config.preprocess_config(), config.graph, cache_dir=root / "cache")
+    return config, cohort, records
 
 
 def batch_of(cohort, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -37,7 +40,7 @@ def batch_of(cohort, indices: list[int]) -> dict[str, torch.Tensor]:
 
 
 def test_student_loss_uses_each_cases_own_teacher_targets(setting):
-    config, cohort = setting
+    config, cohort, _ = setting
     torch.manual_seed(0)
     n, n_nodes = len(cohort), int(cohort.n_nodes.max())
     targets = TeacherTargets(torch.randn(n, 2, N_CLASSES) * 3, [torch.randn(n, n_nodes, c) for c in NODE_CHANNELS],
@@ -69,13 +72,23 @@ def test_student_loss_uses_each_cases_own_teacher_targets(setting):
 
 
 def test_dose_teacher_sees_degraded_ct_and_no_pet(setting):
-    config, cohort = setting
+    """Each sample is the case's cached CT channel at one configured dose: what `evaluate --doses` computes."""
+    config, cohort, records = setting
     stage = make_stage("teacher-dose", config)
     with_pet = torch.nonzero(cohort.available[:, 1:].any(dim=1)).flatten().tolist()
     batch = batch_of(cohort, with_pet)
+    with pytest.raises(ConfigError, match="degraded CTs"):
+        stage.degraded_inputs(batch, torch.Generator().manual_seed(3))
+    cohort.dose_ct = torch.from_numpy(load_dose_cache(records, config.preprocess_config(), config.doses,
+                                                      cohort.key, None))
+    batch = {**batch, "dose_ct": cohort.dose_ct[torch.tensor(with_pet)]}
     images, available = stage.degraded_inputs(batch, torch.Generator().manual_seed(3))
     assert with_pet and available.tolist() == [[True, False, False]] * len(with_pet)
     assert not images[:, 1:].any()  # PET channels empty although every one of these cases has a PET
-    assert not torch.equal(images[:, 0], batch["images"][:, 0])  # the simulator added noise
-    assert (images[:, 0] - batch["images"][:, 0]).abs().mean() < 0.05  # ... around the same CT
+    for position, case in enumerate(with_pet):
+        shown = [torch.equal(images[position, 0], cohort.dose_ct[case, k]) for k in range(len(config.doses))]
+        assert sum(shown) >= 1, "every sample is one of its case's degraded CTs"
+    inputs = dose_inputs([records[i] for i in with_pet], config.preprocess_config(), config.doses)
+    for k, dose in enumerate(config.doses):  # evaluation computes the very same channels
+        torch.testing.assert_close(inputs[dose][0][:, 0], cohort.dose_ct[torch.tensor(with_pet), k], rtol=0, atol=0)
     assert 0 <= float(images.min()) and float(images.max()) <= 1

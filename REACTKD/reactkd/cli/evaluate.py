@@ -59,26 +59,27 @@ def subset_inputs(cohort: CohortTensors, subset: str) -> tuple[torch.Tensor, tor
     return keep, images, available
 
 
-def dose_inputs(records, preprocess: PreprocessConfig, dose: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CT-only model inputs with each native CT degraded to `dose` before preprocessing.
+def dose_inputs(records, preprocess: PreprocessConfig, doses, seed: int = 0,
+                progress=None) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """CT-only model inputs of every record at every dose: each case is read once and every dose simulated
+    from it in memory by `cohort.doses.dose_ct_channels`, the function the dose teacher's training cache uses."""
+    from reactkd.cohort.doses import check_doses, dose_ct_channels
 
-    The simulator runs on the native grid: its noise depends on the pixel size, and after resampling to a
-    coarse model grid most of it would already be averaged away.
-    """
-    from reactkd.ldct.simulator import simulate_low_dose_image
-    from reactkd.preprocessing import preprocess_case
-
-    images = []
+    doses = check_doses(doses)
+    channels = []
     for index, record in enumerate(records):
         ct, mask, _, _ = read_record(record, with_pet=False)
-        if dose < 1:
-            ct = simulate_low_dose_image(ct, dose, seed=seed + index, input_is_full_dose=True)
-        case = preprocess_case(ct, mask, config=preprocess)
-        images.append(torch.from_numpy(case.images))
-    stacked = torch.stack(images)
-    stacked[:, 1:] = 0
+        channels.append(torch.from_numpy(dose_ct_channels(ct, mask, doses, preprocess, record.case_id, seed)))
+        if progress:
+            progress(index + 1, len(records))
+    stacked = torch.stack(channels)  # (N, n_doses, D, H, W)
     available = torch.tensor([True, False, False]).expand(len(records), 3).clone()
-    return stacked, available
+    out = {}
+    for k, dose in enumerate(doses):
+        images = torch.zeros((len(records), 3, *stacked.shape[2:]), dtype=stacked.dtype)
+        images[:, 0] = stacked[:, k]
+        out[dose] = (images, available)
+    return out
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -123,9 +124,10 @@ def run_evaluate(args: argparse.Namespace) -> dict:
                                                                 cohort.region_labels[keep], device))
         progress.emit("section", name=f"modalities {subset}", n=len(keep))
     doses: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-    if not needs_pet:
-        for dose in args.doses:
-            images, available = dose_inputs(records, preprocess, dose, seed=0)
+    if not needs_pet and args.doses:
+        inputs = dose_inputs(records, preprocess, args.doses,
+                             progress=lambda i, n: progress.emit("low-dose", done=i, total=n))
+        for dose, (images, available) in inputs.items():
             doses[dose] = (labels, predict(package.model, images, available, cohort.region_labels, device))
             progress.emit("section", name=f"dose {dose:g}", n=len(labels))
     # "overall": the deployment input of the model (CT alone; all available PET for the SF teacher).

@@ -76,6 +76,15 @@ def run_train(args: argparse.Namespace) -> Path:
         status(f"preparing the cohort cache: {done}/{total}", final=done == total)
 
     cohort = load_cohort(records, preprocess, config.graph, cache_dir=cache_dir, progress=cohort_progress)
+    if args.stage == TEACHER_DOSE:
+        from reactkd.cohort.doses import load_dose_cache
+
+        def dose_progress(done: int, total: int) -> None:
+            progress.emit("low-dose", done=done, total=total)
+            status(f"simulating low-dose CTs at doses {config.doses}: {done}/{total}", final=done == total)
+
+        cohort.dose_ct = torch.from_numpy(load_dose_cache(records, preprocess, config.doses, cohort.key, cache_dir,
+                                                          progress=dose_progress))
     if device.type == "cuda":
         cohort = _place_cohort(cohort, device)
     targets = None
@@ -104,6 +113,11 @@ def run_train(args: argparse.Namespace) -> Path:
                    "selection": "inner validation split of the fold's training part; the test part is unseen",
                    "device": str(device),
                    "world_size": dist_ctx.world_size}
+        if args.stage == TEACHER_DOSE:
+            from reactkd.cohort.doses import simulator_settings
+
+            summary["low_dose"] = {"doses": list(config.doses), "simulated_on": "native CT, before preprocessing",
+                                   **simulator_settings()}
         trainer.write_package(result, summary)
         progress.done(model_dir=str(out.resolve()), best_epoch=result.best_epoch,
                       best_val_macro_auc=result.best_auc)
@@ -117,10 +131,11 @@ def run_train(args: argparse.Namespace) -> Path:
 
 def _place_cohort(cohort, device: torch.device):
     """Keep the whole cohort on the GPU when it takes under a quarter of the free memory: no loader at all."""
-    nbytes = sum(getattr(cohort, name).element_size() * getattr(cohort, name).nelement() for name in TENSOR_FIELDS)
+    names = [*TENSOR_FIELDS, *(["dose_ct"] if cohort.dose_ct is not None else [])]
+    nbytes = sum(getattr(cohort, name).element_size() * getattr(cohort, name).nelement() for name in names)
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes < free / 4:
-        for name in TENSOR_FIELDS:
+        for name in names:
             setattr(cohort, name, getattr(cohort, name).to(device))
         return cohort
     return cohort.pin()

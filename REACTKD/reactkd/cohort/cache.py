@@ -44,6 +44,8 @@ class CohortTensors:
     spacing: torch.Tensor  # (N, 3) grid spacing in mm (x, y, z)
     case_ids: list[str]
     key: str = ""  # identifies the cohort content and settings (names the teacher cache)
+    #: (N, n_doses, D, H, W) float32 CT channel at each training dose (`cohort.doses`; the dose teacher's input)
+    dose_ct: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -52,6 +54,8 @@ class CohortTensors:
         """Page-lock the tensors so host-to-GPU copies of a batch are asynchronous."""
         for name in TENSOR_FIELDS:
             setattr(self, name, getattr(self, name).pin_memory())
+        if self.dose_ct is not None:
+            self.dose_ct = self.dose_ct.pin_memory()
         return self
 
 

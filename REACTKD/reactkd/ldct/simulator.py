@@ -25,7 +25,8 @@ centre, as a clinical abdominal CT (measured in Testing/test_ldct.py::test_full_
 Input noise. By default the input is treated as noise-free, so dose 1.0 adds the full-dose noise and the
 added noise scales like 1/sqrt(dose). A real CT already carries full-dose noise; with
 `input_is_full_dose=True` only the missing variance (1/dose - 1 times the full-dose variance) is added, so the
-result has the noise of a dose-`dose` scan and dose 1.0 returns the input unchanged (`degrade_batch` does this).
+result has the noise of a dose-`dose` scan and dose 1.0 returns the input unchanged (`reactkd.cohort.doses`,
+`simulate-ldct` and `evaluate --doses` do this).
 
 Randomness: Poisson draws for expected counts below EXACT_POISSON_BELOW, and the Gaussian limit
 lam + sqrt(lam) z above it (same mean and variance; torch.poisson is ~10x slower than randn on CPU and the
@@ -56,6 +57,8 @@ DEFAULT_WINDOW = "hann"  # close to a soft-tissue ("standard") clinical kernel
 EXACT_POISSON_BELOW = 100.0
 MIN_COUNTS = 1.0
 RECONSTRUCTIONS = ("difference", "direct")
+#: Bumped whenever a change alters simulated images (dose caches record it and refuse another version).
+SIMULATOR_VERSION = 1
 
 
 def hu_to_mu(hu: torch.Tensor) -> torch.Tensor:
@@ -247,43 +250,6 @@ def simulate_low_dose(ct_hu: torch.Tensor, spacing_mm: tuple[float, float], dose
     jobs = [_Job(b, dose, _generator(s, batch.device)) for b, s in enumerate(seeds)]
     _simulate(batch, jobs, spacing, options, out)
     return out.reshape(ct_hu.shape)
-
-
-def degrade_batch(ct_hu: torch.Tensor, doses: torch.Tensor, spacing_mm, generator: torch.Generator, *,
-                  input_is_full_dose: bool = True, **options) -> torch.Tensor:
-    """Degrade a training batch (B, D, H, W) in HU to per-sample doses (B,) (training-time augmentation).
-
-    A dose >= 1 leaves its sample unchanged (full-dose CT). Each sample b equals
-    simulate_low_dose(ct_hu[b], spacing_b, doses[b], seed=sample_seeds(generator, B)[b],
-    input_is_full_dose=input_is_full_dose, **options); by default only the noise missing from a real
-    full-dose scan is added (see the module docstring). spacing_mm: (x, y) for all samples or (B, 2).
-    """
-    batch = _as_batch(ct_hu)
-    if ct_hu.dim() != 4:
-        raise GeometryError(f"ct_hu must be (B, D, H, W), got shape {tuple(ct_hu.shape)}")
-    dose_list, spacing_rows = _numbers(doses, 1), _numbers(spacing_mm, 2)
-    if len(dose_list) != batch.shape[0] or not all(math.isfinite(d) and d > 0 for (d,) in dose_list):
-        shown = [float(d) for (d,) in dose_list][:8]  # the user's numbers, not a tensor that underflowed to 0
-        raise ConfigError(f"doses must be {batch.shape[0]} positive numbers, got {shown}")
-    if len(spacing_rows) == 1:
-        spacing_rows = spacing_rows * batch.shape[0]
-    if len(spacing_rows) != batch.shape[0]:
-        raise GeometryError(f"spacing_mm must be (x, y) or one (x, y) per sample, got {spacing_mm!r}")
-    parsed = _Options(float(options.pop("i0", DEFAULT_I0)), float(options.pop("electronic_noise", 0.0)),
-                      options.pop("n_angles", None), options.pop("window", DEFAULT_WINDOW),
-                      options.pop("reconstruction", "difference"), bool(input_is_full_dose)).validate()
-    if options:
-        raise ConfigError(f"unknown low-dose options: {', '.join(sorted(options))}")
-    seeds = sample_seeds(generator, batch.shape[0])  # always B draws, whatever the doses
-    out = batch.clone()
-    groups: dict[tuple[float, float], list[_Job]] = {}
-    for b, ((dose,), seed, spacing) in enumerate(zip(dose_list, seeds, spacing_rows)):
-        if dose < 1:
-            key = _check_spacing(spacing)
-            groups.setdefault(key, []).append(_Job(b, dose, _generator(seed, batch.device)))
-    for spacing, jobs in groups.items():
-        _simulate(batch, jobs, spacing, parsed, out)
-    return out
 
 
 #: Smallest slice the projector can handle: it takes as many views as the slice is wide, at least MIN_ANGLES.

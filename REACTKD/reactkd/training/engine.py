@@ -120,6 +120,8 @@ class Trainer:
         idx = indices.to(source_device)
         batch = {name: getattr(self.cohort, name).index_select(0, idx).to(self.device, non_blocking=True)
                  for name in TENSOR_FIELDS}
+        if self.cohort.dose_ct is not None:
+            batch["dose_ct"] = self.cohort.dose_ct.index_select(0, idx).to(self.device, non_blocking=True)
         batch["case_index"] = indices.to(self.device)
         return batch
 

@@ -1,8 +1,9 @@
 """The three training stages: which cases they use, what the network sees, and their loss.
 
 - teacher-sf: structure-function teacher on PET/CT (cases with at least one PET), classification loss.
-- teacher-dose: dose-aware teacher on CT degraded on the fly by the low-dose simulator at a random dose
-  per sample, classification loss.
+- teacher-dose: dose-aware teacher on CT degraded by the low-dose simulator at one of the configured doses,
+  drawn per sample, classification loss. The degraded CTs were simulated on each native CT before
+  preprocessing, once per case and dose (`cohort.doses`, the function `reactkd evaluate --doses` calls).
 - student: CT student with modality dropout; loss = (1 - alpha) L_cls + alpha L_KD + lambda_graph L_RGD against
   both frozen teachers, whose outputs on the un-dropped inputs come from the teacher cache.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from reactkd.cohort.cache import CohortTensors
+from reactkd.errors import ConfigError
 from reactkd.graph import node_features, soft_region_masks
-from reactkd.ldct.simulator import degrade_batch
 from reactkd.losses import classification_loss, kd_loss, rgd_loss, total_loss
 from reactkd.models import apply_modality_dropout, build_model
 from reactkd.training.config import TrainConfig
@@ -70,13 +71,14 @@ class DoseStage(Stage):
     name = TEACHER_DOSE
 
     def degraded_inputs(self, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        doses_choice = torch.tensor(self.config.doses, device=batch["ct_hu"].device)
-        pick = torch.randint(len(self.config.doses), (batch["ct_hu"].shape[0],), generator=generator,
-                             device=generator.device).to(doses_choice.device)
-        ct_hu = degrade_batch(batch["ct_hu"], doses_choice[pick], batch["spacing"][:, :2], generator)
-        low, high = self.config.preprocess_config().ct_window
+        """CT alone at one of the configured doses per sample, from the cohort's cached degraded CTs."""
+        if "dose_ct" not in batch:
+            raise ConfigError("the dose teacher needs the cohort's degraded CTs (cohort.doses.load_dose_cache)")
+        dose_ct = batch["dose_ct"]  # (B, n_doses, D, H, W)
+        pick = torch.randint(dose_ct.shape[1], (dose_ct.shape[0],), generator=generator,
+                             device=generator.device).to(dose_ct.device)
         images = torch.zeros_like(batch["images"])
-        images[:, 0] = ((ct_hu.clamp(low, high) - low) / (high - low)).to(images.dtype)
+        images[:, 0] = dose_ct[torch.arange(dose_ct.shape[0], device=dose_ct.device), pick].to(images.dtype)
         available = CT_ONLY.to(images.device).expand(images.shape[0], 3).clone()
         return images, available
 
