@@ -48,20 +48,30 @@ fuzz: $(STAMP)
 	$(BIN)/python -m pytest Testing -m fuzz --hypothesis-profile=long
 
 # The three shipped demonstration packages (SF teacher, dose teacher, student), reproduced with the project's own
-# commands on fold 0 of 3: the epoch is chosen on an inner validation split of the fold's training part, and
-# the fold's test part is what `evaluate --fold 0` reports. Resumable: rerun after a stop.
+# commands on fold 0 of 3 of a clinical-size cohort v2 (240 cases): every choice (the epoch, the PET scale) is
+# made on an inner validation split of the fold's training part, and the fold's test part is what
+# `evaluate --fold 0` reports, at the dose study's doses. Resumable: rerun after a stop.
 DEMO_BUILD  := build/demo-model
 DEMO_CONFIG := REACTKD/reactkd/configs/demo.yaml
 DEMO_DEVICE ?= auto
 DEMO_MODELS := REACTKD/reactkd/data/models
 DEMO_COHORT := $(DEMO_BUILD)/cohort/manifest.csv
-DEMO_TRAIN  = $(BIN)/reactkd train --manifest $(DEMO_COHORT) --config $(DEMO_CONFIG) --device $(DEMO_DEVICE) --resume
-DEMO_EVAL   = $(BIN)/reactkd evaluate --manifest $(DEMO_COHORT) --fold 0 --folds 3 --device $(DEMO_DEVICE) --doses 1,0.25
+DEMO_DOSES  := 1,0.5,0.25,0.1,0.05
+DEMO_TRAIN  = $(BIN)/reactkd train --manifest $(DEMO_COHORT) --device $(DEMO_DEVICE) --resume
+DEMO_EVAL   = $(BIN)/reactkd evaluate --manifest $(DEMO_COHORT) --fold 0 --folds 3 --device $(DEMO_DEVICE) \
+              --doses $(DEMO_DOSES)
 train-demo: $(STAMP)
-	test -f $(DEMO_COHORT) || $(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 240 --seed 7
-	$(DEMO_TRAIN) --stage teacher-sf --out $(DEMO_BUILD)/teacher-sf --epochs 8
-	$(DEMO_TRAIN) --stage teacher-dose --out $(DEMO_BUILD)/teacher-dose --epochs 6
-	$(DEMO_TRAIN) --stage student --out $(DEMO_BUILD)/student --epochs 15 \
+	test -f $(DEMO_COHORT) || $(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 240 --size clinical \
+	  --world v2 --seed 7
+	for scale in liver percentile; do \
+	  $(BIN)/python experiments/pet_scale.py config --config $(DEMO_CONFIG) --scale $$scale \
+	    --out $(DEMO_BUILD)/config-$$scale.yaml && \
+	  $(DEMO_TRAIN) --config $(DEMO_BUILD)/config-$$scale.yaml --stage teacher-sf \
+	    --out $(DEMO_BUILD)/teacher-sf-$$scale --epochs 8 || exit 1; done
+	$(BIN)/python experiments/pet_scale.py choose --config $(DEMO_CONFIG) --out $(DEMO_BUILD)/config.yaml \
+	  --chosen $(DEMO_BUILD)/teacher-sf $(DEMO_BUILD)/teacher-sf-liver $(DEMO_BUILD)/teacher-sf-percentile
+	$(DEMO_TRAIN) --config $(DEMO_BUILD)/config.yaml --stage teacher-dose --out $(DEMO_BUILD)/teacher-dose --epochs 6
+	$(DEMO_TRAIN) --config $(DEMO_BUILD)/config.yaml --stage student --out $(DEMO_BUILD)/student --epochs 15 \
 	  --teacher-sf $(DEMO_BUILD)/teacher-sf --teacher-dose $(DEMO_BUILD)/teacher-dose
 	for stage in teacher-sf teacher-dose student; do \
 	  $(DEMO_EVAL) --model $(DEMO_BUILD)/$$stage --out $(DEMO_BUILD)/evaluation-$$stage || exit 1; \

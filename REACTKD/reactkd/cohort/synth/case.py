@@ -73,6 +73,7 @@ class SyntheticCase:
     n_tumours: int
     tumours: tuple[TumourTruth, ...] = ()
     differentiation: float = 1.5  # the patient's latent continuous grade (0-3)
+    liver_suv: tuple[float, float] = (0.0, 0.0)  # true liver background (FDG, acetate)
 
     @property
     def true_label(self) -> int:
@@ -309,4 +310,5 @@ def generate_case(seed: int, label: int, size: str = "small", patient_seed: int 
     return SyntheticCase(
         ct=from_numpy(ct, ct_grid.geometry), mask=from_numpy(mask, ct_grid.geometry),
         pet_fdg=from_numpy(fdg, pet_grid.geometry), pet_act=from_numpy(act, pet_grid.geometry),
-        label=int(label), n_tumours=len(truths), tumours=truths, differentiation=anatomy.differentiation)
+        label=int(label), n_tumours=len(truths), tumours=truths, differentiation=anatomy.differentiation,
+        liver_suv=(float(liver_fdg), float(liver_act)))
