@@ -39,14 +39,14 @@ def test_demo_grades_its_case_with_the_shipped_student_and_looks_at_its_tumour(t
     at least half of the Grad-CAM mass inside the tumour + 5 mm ring."""
     import json
 
-    from reactkd.cli.demo import DEMO_GRADE, DEMO_SEED
+    from reactkd.cli.demo import DEMO_GRADE, DEMO_SEED, DEMO_WORLD
     from reactkd.cli.main import main
     from reactkd.evaluation import attention_share
     from reactkd.images.readers import read_image
 
     assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    case = generate_case(seed=DEMO_SEED, label=DEMO_GRADE, size="full")
+    case = generate_case(seed=DEMO_SEED, label=DEMO_GRADE, size="full", world=DEMO_WORLD)
     result = json.loads((tmp_path / "demo/result.json").read_text())
     assert result["inputs"] == ["ct"]
     assert result["grade"] == list(result["probabilities"])[case.true_label]

@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--manifest", required=True, type=Path, help="cohort CSV with labels")
     evaluate.add_argument("--model", required=True, type=Path, help="model package folder")
     evaluate.add_argument("--out", required=True, type=Path, help="folder for the metrics report and plots")
-    evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1],
-                          help="simulated CT dose fractions, comma separated (default: 1,0.5,0.25,0.1)")
+    evaluate.add_argument("--doses", type=_fraction_list, default=[1.0, 0.5, 0.25, 0.1, 0.05],
+                          help="simulated CT dose fractions, comma separated, each simulated on the native CT "
+                               "(default: 1,0.5,0.25,0.1,0.05)")
     evaluate.add_argument("--modalities", default="ct,ct+fdg,ct+act,all",
                           help="input combinations to evaluate, comma separated (default: ct,ct+fdg,ct+act,all)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")

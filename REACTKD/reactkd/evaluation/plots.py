@@ -155,18 +155,30 @@ def _errorbar_arrays(values: Sequence[AucWithCI]) -> tuple[np.ndarray, np.ndarra
 
 def plot_auc_vs_dose(dose_auc: Mapping[float, AucWithCI], path: str | os.PathLike) -> Path:
     """Macro AUC (with 95% CI) against simulated CT dose fraction (1 = full dose), log x-axis."""
-    if not dose_auc:
+    return plot_auc_vs_dose_models({"": dose_auc}, path)
+
+
+def plot_auc_vs_dose_models(curves: Mapping[str, Mapping[float, AucWithCI]], path: str | os.PathLike) -> Path:
+    """Several models' macro AUC (with 95% CI) against the dose on one figure (one curve per name; a single
+    unnamed curve gets no legend). Curves are nudged sideways a little so their error bars do not overlap."""
+    if not curves or not any(curves.values()):
         raise ValueError("no dose levels to plot")
-    doses = sorted(dose_auc)
-    auc_values, err = _errorbar_arrays([dose_auc[d] for d in doses])
-    figure = _new_figure(5.5, 4.0)
+    figure = _new_figure(5.5 if len(curves) == 1 else 6.5, 4.0)
     ax = figure.add_subplot()
-    ax.errorbar(doses, auc_values, yerr=err, fmt="o-", capsize=4, lw=1.5)
-    if min(doses) > 0:
+    all_doses = sorted({d for dose_auc in curves.values() for d in dose_auc})
+    for index, (name, dose_auc) in enumerate(curves.items()):
+        doses = sorted(dose_auc)
+        auc_values, err = _errorbar_arrays([dose_auc[d] for d in doses])
+        nudge = 1.0 + 0.04 * (index - (len(curves) - 1) / 2)
+        ax.errorbar(np.asarray(doses) * nudge, auc_values, yerr=err, fmt="o-", capsize=4, lw=1.5,
+                    label=name or None)
+    if min(all_doses) > 0:
         ax.set_xscale("log")
-    ax.set_xticks(doses, labels=[f"{d:g}" for d in doses])
+    ax.set_xticks(all_doses, labels=[f"{d:g}" for d in all_doses])
     ax.minorticks_off()
     ax.axhline(0.5, color="0.6", ls=":", lw=1)
+    if any(curves):
+        ax.legend(loc="lower right", fontsize="small")
     ax.set(ylim=(0.0, 1.02), xlabel="CT dose fraction", ylabel="Macro AUC (95% CI)", title="AUC vs dose")
     return _save(figure, path)
 
