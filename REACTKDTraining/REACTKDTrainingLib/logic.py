@@ -62,8 +62,8 @@ class REACTKDTrainingLogic(ScriptedLoadableModuleLogic):
         return self._follow(handle, wait)
 
     def run(self, args, progress=None, wait=True, json_progress=True):
-        """Any ``reactkd`` command, e.g. ``logic.run(["synth", "--out", folder], print,
-        json_progress=False)`` (only train and evaluate take ``--progress json``)."""
+        """Any ``reactkd`` command, e.g. ``logic.run(["synth", "--out", folder, "--world", "null"], print)``;
+        `json_progress=False` for a command without ``--progress json`` (simulate-ldct, seal)."""
         self.ensureDependencies()
         return self._follow(self.runner.run(args, progress, wait=False, json_progress=json_progress), wait)
 

@@ -55,7 +55,7 @@ class TrainingRunner:
             on_exit: Callable[[RunHandle], None] | None = None, json_progress: bool = True) -> RunHandle:
         """Start ``python -m reactkd *args --progress json``; with `wait`, return once it has finished.
 
-        `json_progress=False` leaves out ``--progress json`` for commands without it (synth, classify):
+        `json_progress=False` leaves out ``--progress json`` for commands without it (simulate-ldct, seal):
         their stdout lines then arrive as ``{"event": "log", "message": line}``."""
         prefix = list(command or self.command or [python or self.python or sys.executable, "-m", "reactkd"])
         argv = [*prefix, *map(str, args), *(["--progress", "json"] if json_progress else [])]
