@@ -270,8 +270,14 @@ def test_every_shipped_package_is_listed_and_classifies_a_case_with_its_inputs(c
     assert result["inputs"] == expected_inputs and result["model"]["name"] == name
     probabilities = np.array(list(result["probabilities"].values()))
     assert probabilities.sum() == pytest.approx(1.0) and (probabilities >= 0).all()
-    if "teacher-sf" in name:  # the one package that grades (docs/model-card.md): a decided answer, not a flat one
-        assert probabilities.max() > 0.6
+    assert result["grade"] == list(result["probabilities"])[int(np.argmax(probabilities))]
+    if "teacher-sf" in name:  # the PET/CT teacher reads its PETs: without acetate it answers otherwise
+        assert main(["classify", "--ct", str(folder / "ct.nii.gz"), "--mask", str(folder / "mask.nii.gz"),
+                     "--model", str(entry.path), "--out", str(tmp_path / "fdg-only"), "--device", "cpu",
+                     "--no-render", *pets[:2]]) == 0
+        fdg_only = json.loads((tmp_path / "fdg-only/result.json").read_text())
+        assert fdg_only["inputs"] == ["ct", "pet_fdg"]
+        assert np.abs(np.array(list(fdg_only["probabilities"].values())) - probabilities).max() > 1e-3
 
 
 @pytest.mark.parametrize("architecture", ["student", "dose_teacher"])
