@@ -51,7 +51,9 @@ def synthetic_batch_source(n: int, grid: tuple[int, int, int], seed: int = 0) ->
             "ct_hu": torch.rand(n, *grid) * 300 - 100, "node_index": torch.from_numpy(np.stack(node_index)),
             "region_labels": torch.from_numpy(np.stack(region_labels)),
             "n_nodes": torch.tensor(n_nodes), "labels": torch.from_numpy(rng.integers(0, 3, n)),
-            "spacing": torch.tensor([[1.5, 1.5, 2.0]] * n)}
+            "spacing": torch.tensor([[1.5, 1.5, 2.0]] * n),
+            # the dose teacher's cached CT channels at four doses (cohort.doses; what its step reads)
+            "dose_ct": torch.rand(n, 4, *grid)}
 
 
 def as_cohort(source: dict) -> CohortTensors:

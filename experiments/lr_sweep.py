@@ -32,8 +32,15 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     records = read_manifest(args.manifest)
-    cohort = load_cohort(records, config.preprocess_config(), config.graph,
-                         cache_dir=args.manifest.resolve().parent / ".reactkd-cache")
+    cache_dir = args.manifest.resolve().parent / ".reactkd-cache"
+    cohort = load_cohort(records, config.preprocess_config(), config.graph, cache_dir=cache_dir)
+    if "teacher-dose" in args.stages:  # its inputs: each case's cached degraded CTs
+        import torch
+
+        from reactkd.cohort.doses import load_dose_cache
+
+        cohort.dose_ct = torch.from_numpy(load_dose_cache(records, config.preprocess_config(), config.doses,
+                                                          cohort.key, cache_dir))
     indices = balanced_subset(cohort.labels.numpy(), args.per_class)
     print("| stage | peak lr | steps | first-epoch loss | final loss | training accuracy | time s |")
     print("|---|---|---|---|---|---|---|")
