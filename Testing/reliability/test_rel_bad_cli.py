@@ -171,6 +171,11 @@ CLI_CASES = {
                          "expected a positive integer"),
     "synth-out-is-a-file": (lambda c: ["synth", "--out", c.file("file.txt", b"x"), "--cases", "1"],
                             "exists and is not a folder"),
+    "synth-unknown-world": (lambda c: ["synth", "--out", str(c.out / "cohort"), "--world", "v3"],
+                            "argument --world: invalid choice: 'v3'"),
+    "synth-unknown-size": (lambda c: ["synth", "--out", str(c.out / "cohort"), "--size", "huge"],
+                           "argument --size: invalid choice: 'huge'"),
+    "evaluate-empty-doses": (lambda c: c.evaluate("--doses", ","), "doses must be fractions"),
     "no-command": (lambda c: [], "the following arguments are required: command"),
 }
 

@@ -2,7 +2,8 @@
 
 A latent, continuous differentiation per patient drives CT (tumour size, attenuation, heterogeneity, necrosis,
 margin) and PET (FDG uptake rises, acetate uptake falls with grade); the recorded grade is a noisy reading of
-it. See docs/synthetic-cohort.md.
+it. Worlds (`worlds.py`): v2 (default, calibrated to the clinical literature), null (PET blind to the latent
+grade) and v1 (the first cohort, byte for byte). See docs/synthetic-cohort.md.
 """
 
 from reactkd.cohort.synth.case import SyntheticCase, TumourTruth, generate_case

@@ -20,7 +20,7 @@ from reactkd.cohort.synth.worlds import WORLDS, World
 # poor 2-3); each nodule deviates a little from it, and every imaging property of a nodule follows its own d.
 # Tables give the property at the centre of each grade (d = 0.5, 1.5, 2.5), linearly interpolated and
 # extrapolated in between; the spreads are the nodule-to-nodule noise around it. CT effects are weaker and
-# noisier than PET ones (FDG rises and 11C-acetate falls with grade). Calibrated so that hand-made tumour
+# noisier than PET ones (FDG rises and 11C-acetate falls with grade). In world v1 calibrated so that hand-made tumour
 # features give macro AUC 0.90-0.95 from PET/CT and 0.80-0.87 from CT against the recorded (noisy) grade:
 # see docs/synthetic-cohort.md and benchmarks/signal_design.py.
 GRADE_CENTRES = (0.5, 1.5, 2.5)
