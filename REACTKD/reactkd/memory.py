@@ -128,9 +128,10 @@ def step_bytes_per_voxel(stage: str, network: dict) -> float:
 
 
 def training_peak_bytes(stage: str, network: dict, grid: tuple[int, int, int], batch_size: int,
-                        n_cases: int) -> tuple[int, int]:
-    """(host bytes, step bytes) of a training run: the host holds Python, torch and the cohort; a step's
-    activations come on top, on the host for a CPU run, on the GPU for a CUDA run."""
+                        n_cases: int, n_doses: int = 0) -> tuple[int, int]:
+    """(host bytes, step bytes) of a training run: the host holds Python, torch and the cohort (and, for the
+    dose teacher, each case's float32 CT channel at `n_doses` doses, counted twice for the stacking copy); a
+    step's activations come on top, on the host for a CPU run, on the GPU for a CUDA run."""
     voxels = int(grid[0]) * int(grid[1]) * int(grid[2])
-    host = TRAIN_FIXED_BYTES + COHORT_BYTES_PER_VOXEL * voxels * n_cases
+    host = TRAIN_FIXED_BYTES + (COHORT_BYTES_PER_VOXEL + 8 * int(n_doses)) * voxels * n_cases
     return host, int(step_bytes_per_voxel(stage, network) * voxels * batch_size)

@@ -52,6 +52,10 @@ def test_training_estimate_grows_with_grid_batch_and_width():
     assert small < wider and small * 12 == pytest.approx(bigger, rel=1e-6) and small_host < big_host
     _, student = memory.training_peak_bytes("student", {}, (32, 32, 32), 2, 10)
     assert student < small
+    # the dose teacher also holds each case's CT channel at every training dose
+    plain, _ = memory.training_peak_bytes("teacher-dose", {}, (32, 32, 32), 2, 10)
+    with_doses, _ = memory.training_peak_bytes("teacher-dose", {}, (32, 32, 32), 2, 10, n_doses=4)
+    assert with_doses - plain == 8 * 4 * 32 ** 3 * 10
 
 
 def test_the_default_config_on_a_cpu_is_refused_with_what_it_needs_and_the_fix(monkeypatch):

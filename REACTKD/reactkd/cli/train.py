@@ -160,7 +160,8 @@ def check_training_memory(stage: str, config, grid, n_cases: int, device: torch.
     """Refuse, before any case is read, a run whose estimated peak memory (docs/reliability.md) is more than the
     machine (or, for a CUDA run, the GPU) has; say what it needs from the first second either way."""
     network = config.student if stage == STUDENT else config.teacher
-    host, step = training_peak_bytes(stage, network, grid, config.batch_size, n_cases)
+    n_doses = len(config.doses) if stage == TEACHER_DOSE else 0
+    host, step = training_peak_bytes(stage, network, grid, config.batch_size, n_cases, n_doses)
     grid_text = " x ".join(map(str, grid))
     fix = ("use a smaller config (e.g. reactkd/configs/demo.yaml: grid 32 x 64 x 64, feature_size 12), a smaller "
            "batch_size or preprocessing grid")
