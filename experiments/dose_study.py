@@ -29,7 +29,7 @@ import yaml
 
 from reactkd.cli.evaluate import dose_inputs, predict
 from reactkd.cohort.cache import cohort_cache_dir, load_cohort, read_record
-from reactkd.cohort.doses import case_dose_seed
+from reactkd.cohort.doses import case_dose_seed, model_slab
 from reactkd.cohort.folds import PackageSplit
 from reactkd.cohort.manifest import read_manifest
 from reactkd.evaluation.metrics import classification_metrics
@@ -37,7 +37,7 @@ from reactkd.evaluation.plots import plot_auc_vs_dose_models
 from reactkd.graph.settings import GraphSettings
 from reactkd.ldct.simulator import simulate_low_dose_image
 from reactkd.package.model_package import load_package
-from reactkd.preprocessing import PreprocessConfig, check_mask, liver_box
+from reactkd.preprocessing import PreprocessConfig
 from reactkd.scores import macro_auc
 
 NOISE_CASES = 20
@@ -59,15 +59,14 @@ def train_no_teacher(config: Path, manifest: Path, out: Path, reference: dict) -
                     "--resume"], check=True)
 
 
-def liver_noise(records, doses) -> dict[str, list[float]]:
+def liver_noise(records, doses, margin_mm: float) -> dict[str, list[float]]:
     """Liver noise SD (HU, native grid) per dose: the case's own full-dose variance is what dose 0.5 adds
     ((1/d - 1) = 1), so the total at dose d is sqrt(own + added(d)). Mean over the first NOISE_CASES cases."""
     added = {d: [] for d in doses}
     for record in records[:NOISE_CASES]:
         ct, mask, _, _ = read_record(record, with_pet=False)
-        labels = check_mask(ct, mask)
-        z0, z1 = liver_box(labels, ct.GetSpacing(), 10.0)[2]
-        slab, liver = ct[:, :, z0:z1], labels[z0:z1] == 1
+        slab, mask_slab = model_slab(ct, mask, margin_mm)
+        liver = sitk.GetArrayViewFromImage(mask_slab) == 1
         base = sitk.GetArrayFromImage(slab).astype(np.float64)
         for d in sorted(set(doses) | {0.5}):
             if d < 1:
@@ -142,7 +141,7 @@ def main() -> None:
     table = {name: {f"{d:g}": classification_metrics(labels, probs[name][d], class_names, n_bootstrap=N_BOOTSTRAP)
                     for d in doses} for name in packages}
     drops = bootstrap_drops(labels, probs, 0.1) if 0.1 in doses and 1.0 in doses else {}
-    noise = liver_noise(test, doses)
+    noise = liver_noise(test, doses, config.margin_mm)
     args.out.mkdir(parents=True, exist_ok=True)
     curves = {name: {d: (m[f"{d:g}"]["auc_macro"], *m[f"{d:g}"]["ci95"]["auc_macro"]) for d in doses}
               for name, m in table.items()}

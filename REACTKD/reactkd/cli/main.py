@@ -46,11 +46,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+def _add_progress(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--progress", choices=("auto", "tqdm", "json", "none"), default="auto",
+                         help="progress display: a bar (tqdm; auto on a terminal), JSON lines (json), or none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `reactkd` parser: every command with a one-line help, every option with its help (a test walks it)."""
     parser = _Parser(prog="reactkd", description="REACT-KD: HCC grading from CT / PET-CT.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    progress = ("auto", "tqdm", "json", "none")
 
     synth = sub.add_parser("synth", help="generate a synthetic dual-tracer PET/CT cohort")
     synth.add_argument("--out", required=True, type=Path, help="folder for the cases and manifest.csv")
@@ -62,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="v2 (default: calibrated to the clinical literature), null (v2 whose PET knows only "
                             "the recorded grade: a negative control) or v1 (the first cohort, kept reproducible)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed and world, same cohort)")
-    synth.add_argument("--progress", choices=progress, default="auto",
-                       help="progress: a bar on a terminal (auto), json lines on stdout, or none")
+    _add_progress(synth)
 
     train = sub.add_parser("train", help="train a teacher or the student")
     train.add_argument("--stage", required=True, choices=STAGES, help="what to train")
@@ -78,8 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--seed", type=int, help="override the config's random seed")
-    train.add_argument("--progress", choices=progress, default="auto",
-                       help="progress display: a bar (tqdm), JSON lines (json), or none")
+    _add_progress(train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model package on a cohort")
     evaluate.add_argument("--manifest", required=True, type=Path, help="cohort CSV with labels")
@@ -94,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fold", type=int, help="evaluate only the test cases this fold held out in training "
                           "(must be the package's fold; refused when the manifest gives other cases)")
     evaluate.add_argument("--folds", type=_positive_int, help="with --fold (default: the package's)")
-    evaluate.add_argument("--progress", choices=progress, default="auto",
-                          help="progress display: a bar (tqdm), JSON lines (json), or none")
+    _add_progress(evaluate)
 
     classify = sub.add_parser("classify", help="grade one case (or every case of a manifest) and write result, "
                               "attention maps, graph, scene")

@@ -34,18 +34,20 @@ CACHE_FORMAT = 1
 
 def check_doses(doses: Sequence[float]) -> tuple[float, ...]:
     """The doses as floats in (0, 1], in the given order; ConfigError for an empty list or a bad value."""
-    values = []
-    for dose in doses:
-        try:
-            value = float(dose)
-        except (TypeError, ValueError):
-            raise ConfigError(f"doses must be numbers in (0, 1], got {dose!r}") from None
-        if not 0 < value <= 1:
-            raise ConfigError(f"doses must be fractions of the full dose in (0, 1], got {dose!r}")
-        values.append(value)
+    from reactkd.ldct.simulator import check_dose
+
+    values = tuple(check_dose(dose) for dose in doses)
     if not values:
         raise ConfigError("the dose list is empty")
-    return tuple(values)
+    return values
+
+
+def model_slab(ct: sitk.Image, mask: sitk.Image, margin_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """The CT and mask cut to the slices the preprocessing crop keeps (whole slices in plane, physical
+    placement kept): `preprocess_case` gives the same model grid on them, and simulating them costs a
+    fraction of the whole CT."""
+    z0, z1 = liver_box(check_mask(ct, mask), Geometry.of(ct).spacing, margin_mm)[2]
+    return ct[:, :, z0:z1], mask[:, :, z0:z1]
 
 
 def case_dose_seed(case_id: str, dose: float, seed: int = 0) -> int:
@@ -73,11 +75,7 @@ def dose_ct_channels(ct: sitk.Image, mask: sitk.Image, doses: Sequence[float], c
     from reactkd.ldct.simulator import simulate_low_dose_image
 
     doses = check_doses(doses)
-    labels = check_mask(ct, mask)
-    z0, z1 = liver_box(labels, Geometry.of(ct).spacing, config.margin_mm)[2]
-    # The slab the preprocessing crop keeps: cropping it first gives the same model grid, at a fraction of
-    # the simulation's cost.
-    ct_slab, mask_slab = ct[:, :, z0:z1], mask[:, :, z0:z1]
+    ct_slab, mask_slab = model_slab(ct, mask, config.margin_mm)
     out = []
     for dose in doses:
         image = ct_slab if dose >= 1 else simulate_low_dose_image(

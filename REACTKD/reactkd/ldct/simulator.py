@@ -132,7 +132,8 @@ class _Job:
     generator: torch.Generator
 
 
-def _check_dose(dose: float) -> float:
+def check_dose(dose: float) -> float:
+    """`dose` as a float in (0, 1]; ConfigError otherwise."""
     try:
         value = float(dose)
     except (TypeError, ValueError):
@@ -235,7 +236,7 @@ def simulate_low_dose(ct_hu: torch.Tensor, spacing_mm: tuple[float, float], dose
     n_angles: views over 180 degrees (default max(H, W)).
     Returns a tensor of the input's shape, dtype and device.
     """
-    dose = _check_dose(dose)
+    dose = check_dose(dose)
     batch = _as_batch(ct_hu)
     options = _Options(float(i0), float(electronic_noise), n_angles, window, reconstruction,
                        bool(input_is_full_dose)).validate()
