@@ -272,3 +272,21 @@ def test_gw_plan_is_feasible_with_default_budget():
     torch.testing.assert_close(plan.sum(dim=2), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(plan.sum(dim=1), expected, atol=1e-6, rtol=0)
     assert (plan >= 0).all() and (value > 0).all()
+
+
+def test_relational_rgd_is_the_distance_matrix_mse_under_the_identity_correspondence():
+    from reactkd.losses import edge_mse, graph_distances, rgd_loss
+
+    torch.manual_seed(3)
+    student, teacher = torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 4] = False
+    value = rgd_loss(student, teacher, mask, edge_weight=0.0, kind="relational")
+    expected = edge_mse(graph_distances(student, mask), graph_distances(teacher, mask), mask).mean()
+    torch.testing.assert_close(value, expected)
+    assert rgd_loss(student, student, mask, kind="relational") == 0
+    # GW minimises over plans, the identity among them, whose value is the relational loss times (n - 1) / n
+    gw = rgd_loss(student, teacher, mask, edge_weight=0.0)
+    assert 0 < float(gw) <= float(value) + 1e-6
+    with pytest.raises(ValueError, match="RGD kind"):
+        rgd_loss(student, teacher, mask, kind="cosine")

@@ -27,6 +27,9 @@ PAD_MASS = 1e-20
 
 #: Classification losses (the training config's ``loss:``), all in ``LOSSES``.
 CLASSIFICATION_LOSSES = ("focal", "ce")
+#: Region graph distillation terms: the paper's Gromov-Wasserstein, or the relational-distance loss it
+#: reduces to under the known node correspondence (a study arm).
+RGD_KINDS = ("gw", "relational")
 #: Inclusive bounds of the region graph distillation settings (the training config's ``gw_epsilon`` and
 #: ``edge_weight``, which a package's metadata also records beside its graph settings).
 RGD_LIMITS: dict[str, tuple[float, float]] = {"gw_epsilon": (1e-4, 10.0), "edge_weight": (0.0, 100.0)}
@@ -261,8 +264,9 @@ def edge_mse(sim_a: torch.Tensor, sim_b: torch.Tensor, node_mask: torch.Tensor) 
 
 
 def rgd_per_teacher(student_nodes: torch.Tensor, teacher_nodes: Sequence[torch.Tensor], node_mask: torch.Tensor,
-                    options: GWOptions = GWOptions()) -> tuple[torch.Tensor, torch.Tensor]:
-    """GW values and edge MSEs, each (T, B), of the student graph against every teacher graph.
+                    options: GWOptions = GWOptions(), relational: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """GW values (or, ``relational``, distance-matrix MSEs) and edge MSEs, each (T, B), of the student graph
+    against every teacher graph.
 
     All teachers go through one batched solver call (T * B problems); widths may differ per teacher.
     """
@@ -272,7 +276,10 @@ def rgd_per_teacher(student_nodes: torch.Tensor, teacher_nodes: Sequence[torch.T
     teacher_dist = torch.cat([graph_distances(t.to(student_nodes.dtype), node_mask) for t in teacher_nodes])
     teacher_sim = torch.cat([edge_weights(t.to(student_nodes.dtype), node_mask) for t in teacher_nodes])
     masks = node_mask.repeat(n_teachers, 1)
-    gw, _ = gromov_wasserstein_batch(student_dist.repeat(n_teachers, 1, 1), teacher_dist, masks, options)
+    if relational:
+        gw = edge_mse(student_dist.repeat(n_teachers, 1, 1), teacher_dist, masks)
+    else:
+        gw, _ = gromov_wasserstein_batch(student_dist.repeat(n_teachers, 1, 1), teacher_dist, masks, options)
     edges = edge_mse(student_sim.repeat(n_teachers, 1, 1), teacher_sim, masks)
     batch = student_nodes.shape[0]
     return gw.view(n_teachers, batch), edges.view(n_teachers, batch)
@@ -281,8 +288,13 @@ def rgd_per_teacher(student_nodes: torch.Tensor, teacher_nodes: Sequence[torch.T
 def rgd_loss(student_nodes: torch.Tensor, teacher_nodes: torch.Tensor | Sequence[torch.Tensor],
              node_mask: torch.Tensor, teacher_available: torch.Tensor | None = None,
              teacher_weights: torch.Tensor | Sequence[float] | None = None, epsilon: float = 0.05,
-             edge_weight: float = 1.0, gw_weight: float = 1.0, options: GWOptions | None = None) -> torch.Tensor:
+             edge_weight: float = 1.0, gw_weight: float = 1.0, options: GWOptions | None = None,
+             kind: str = "gw") -> torch.Tensor:
     """Region graph distillation: gw_weight * GW(student, teacher) + edge_weight * edge MSE, mixed over teachers.
+
+    ``kind="relational"`` replaces the GW term by the mean squared difference of the two normalised distance
+    matrices under the known node correspondence (the identity plan GW falls back on; no solver): the
+    relational-distance loss GW reduces to when both graphs are built on the same regions.
 
     ``student_nodes`` (B, N, Cs); ``teacher_nodes`` (B, N, Ct) or a list of them (widths may differ);
     ``node_mask`` (B, N) marks real nodes. Per sample, the available teachers' terms are averaged with
@@ -301,8 +313,11 @@ def rgd_loss(student_nodes: torch.Tensor, teacher_nodes: torch.Tensor | Sequence
     for t in teachers:
         if t.shape[:2] != student_nodes.shape[:2]:
             raise ValueError(f"teacher nodes {tuple(t.shape)} do not match student nodes {tuple(student_nodes.shape)}")
+    if kind not in RGD_KINDS:
+        raise ValueError(f"RGD kind must be one of {', '.join(RGD_KINDS)}, got {kind!r}")
     options = options or GWOptions(epsilon=epsilon)
-    gw, edges = rgd_per_teacher(student_nodes, [t.detach() for t in teachers], node_mask, options)
+    gw, edges = rgd_per_teacher(student_nodes, [t.detach() for t in teachers], node_mask, options,
+                                relational=kind == "relational")
     per_teacher = gw_weight * gw + edge_weight * edges
     mix_w, has_teacher = _teacher_mix_weights(teacher_available, teacher_weights, len(teachers),
                                               student_nodes.shape[0], student_nodes.device, per_teacher.dtype)

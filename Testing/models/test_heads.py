@@ -139,3 +139,40 @@ def test_a_package_made_before_the_region_head_loads_as_a_global_head_model(tmp_
     with torch.no_grad():
         torch.testing.assert_close(loaded(images, torch.ones(1, 3, dtype=torch.bool)).logits,
                                    model.eval()(images, torch.ones(1, 3, dtype=torch.bool)).logits)
+
+
+def test_intensity_descriptors_switch_on_the_global_head_and_off_the_region_head():
+    """The ablation's arms: global pooling with the region head's descriptors, and region pooling without."""
+    images, available = torch.rand(2, 3, *GRID), torch.ones(2, 3, dtype=torch.bool)
+    regions = regions_like(images)
+    described = build_model("student", init_filters=8, head="global", intensity_descriptors=True).eval()
+    plain = build_model("student", init_filters=8, head="global").eval()
+    assert described.head.linear.in_features == plain.head.linear.in_features + 4 + 3 * N_INTENSITY_DESCRIPTORS
+    assert described.config["intensity_descriptors"] is True and "intensity_descriptors" not in plain.config
+    changed = images.clone()
+    changed[:, 0][regions >= 3] += 0.5  # a brighter tumour
+    with torch.no_grad():
+        move = (described(changed, available, regions).logits - described(images, available, regions).logits).abs()
+    assert float(move.max()) > 0
+    with pytest.raises(ValueError, match="region labels and the input image"):
+        described(images, available)
+    bare = build_model("student", init_filters=8, intensity_descriptors=False)
+    assert bare.head.n_descriptors == 4  # size descriptors only
+    rebuilt = build_model("student", **described.config)  # a package's architecture_args rebuild the same head
+    assert rebuilt.head.linear.in_features == described.head.linear.in_features
+
+
+@pytest.mark.parametrize("architecture, kwargs, channels", [
+    ("student", {"init_filters": 8}, 32), ("student", {"init_filters": 8, "head": "global"}, 32),
+    ("sf_teacher", {"feature_size": 12, "window_size": 4}, 48),
+    ("dose_teacher", {"feature_size": 12, "window_size": 4}, 24)])
+def test_graph_map_stride4_is_a_quarter_of_the_grid(architecture, kwargs, channels):
+    from reactkd.models import graph_map
+
+    images, available = torch.rand(1, 3, *GRID), torch.ones(1, 3, dtype=torch.bool)
+    out = build_model(architecture, **kwargs)(images, available, regions_like(images))
+    fine = graph_map(out, "stride4")
+    assert fine.shape == (1, channels, *(n // 4 for n in GRID))
+    assert graph_map(out, "deepest") is out.features
+    with pytest.raises(ValueError, match="graph map must be one of"):
+        graph_map(out, "stride2")

@@ -60,3 +60,23 @@ def test_edge_probabilities_and_validation():
         apply_modality_dropout(images, available, p=1.5)
     with pytest.raises(ValueError):
         apply_modality_dropout(images[:, :2], available[:, :2])
+
+
+@pytest.mark.parametrize("share, p", [(0.5, 0.3), (0.8, 0.0)])
+def test_ct_only_share_gives_at_least_that_share_of_ct_alone(share, p):
+    n = 20000
+    images, available = full_batch(n)
+    _, dropped = apply_modality_dropout(images, available, p=p, generator=torch.Generator().manual_seed(2),
+                                        ct_only_share=share)
+    ct_alone = (~dropped[:, 1:].any(dim=1)).float().mean()
+    expected = share + (1 - share) * p * p  # forced, or both PETs dropped independently
+    assert abs(float(ct_alone) - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
+
+
+def test_ct_only_share_zero_keeps_the_random_stream():
+    images, available = full_batch(64)
+    first = apply_modality_dropout(images, available, 0.3, torch.Generator().manual_seed(3))
+    second = apply_modality_dropout(images, available, 0.3, torch.Generator().manual_seed(3), ct_only_share=0.0)
+    assert torch.equal(first[1], second[1])
+    with pytest.raises(ValueError, match="CT-only share"):
+        apply_modality_dropout(images, available, 0.3, ct_only_share=1.5)

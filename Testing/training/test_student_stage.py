@@ -14,6 +14,7 @@ from reactkd.cohort.manifest import read_manifest
 from reactkd.errors import ConfigError
 from reactkd.graph import node_features, soft_region_masks
 from reactkd.losses import kd_loss, rgd_loss
+from reactkd.models import graph_map
 from reactkd.training.config import load_config
 from reactkd.training.stages import make_stage
 from reactkd.training.teacher_cache import TeacherTargets
@@ -27,7 +28,7 @@ def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage")
     assert main(["synth", "--out", str(root / "data"), "--cases", "4", "--seed", "5"]) == 0
     (root / "c.yaml").write_text(TINY_CONFIG.replace("grid: [32, 32, 32]", "grid: [16, 32, 32]")
-                                 + "modality_dropout: 0.0\n")
+                                 + "modality_dropout: 0.0\nct_only_share: 0.0\n")
     config = load_config(root / "c.yaml")
     records = read_manifest(root / "data/manifest.csv")
     cohort = load_cohort(records, config.preprocess_config(), config.graph, cache_dir=root / "cache")
@@ -58,8 +59,10 @@ def test_student_loss_uses_each_cases_own_teacher_targets(setting):
     own = torch.tensor(order)
     expected_kd = kd_loss(out.logits, targets.logits[own].transpose(0, 1), targets.usable[own].transpose(0, 1),
                           weights, config.temperature)
-    student_nodes = node_features(out.features, soft_region_masks(batch["node_index"], mask.shape[1],
-                                                                  out.features.shape[2:]))
+    feature_map = graph_map(out, config.rgd_map)  # the stride-4 map by default
+    assert feature_map.shape[2:] == tuple(n // 4 for n in batch["images"].shape[2:])
+    student_nodes = node_features(feature_map, soft_region_masks(batch["node_index"], mask.shape[1],
+                                                                 feature_map.shape[2:]))
     expected_rgd = rgd_loss(student_nodes, [t[own, :mask.shape[1]] for t in targets.nodes], mask,
                             targets.usable[own].transpose(0, 1), weights, epsilon=config.gw_epsilon,
                             edge_weight=config.edge_weight)

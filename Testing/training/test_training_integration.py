@@ -15,6 +15,7 @@ from reactkd.package.model_package import verify_package
 from tiny_training import CHILD_ENV, TINY_CONFIG
 
 TINY, ENV = TINY_CONFIG, CHILD_ENV
+IN_SAMPLE = ("--teacher-targets", "in_sample")  # 12 cases are too few to cross-fit teachers
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_three_stages_then_evaluate(cohort, teachers, tmp_path):
         metadata = verify_package(folder)
         assert metadata["stage"] == stage and metadata["preprocessing"]["grid"] == [32, 32, 32]
     assert train(cohort, "student", tmp_path / "student", "--epochs", "1", "--teacher-sf", str(sf),
-                 "--teacher-dose", str(dose)) == 0
+                 "--teacher-dose", str(dose), *IN_SAMPLE) == 0
     metadata = verify_package(tmp_path / "student")
     history = metadata["training"]["history"]
     assert len(history) == 1 and {"train_kd", "train_rgd", "train_cls"} <= set(history[0])
@@ -106,7 +107,7 @@ def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, 
     cache = cohort / "data/.reactkd-cache"
     before = set(cache.glob("teachers-*.safetensors"))
     assert train(cohort, "student", tmp_path / "s1", "--epochs", "1", "--teacher-sf", str(sf),
-                 "--teacher-dose", str(dose)) == 0
+                 "--teacher-dose", str(dose), *IN_SAMPLE) == 0
     built = set(cache.glob("teachers-*.safetensors"))
     assert built == before if before else len(built) == 1  # one file for these teachers, never one per run
 
@@ -115,7 +116,7 @@ def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, 
 
     monkeypatch.setattr(teacher_cache, "compute_teacher_targets", teachers_must_not_run)
     assert train(cohort, "student", tmp_path / "s1b", "--epochs", "1", "--teacher-sf", str(sf),
-                 "--teacher-dose", str(dose)) == 0
+                 "--teacher-dose", str(dose), *IN_SAMPLE) == 0
     monkeypatch.undo()
     metadata = verify_package(tmp_path / "s1")
     assert metadata["training"]["n_test"] > 0 and "inner validation" in metadata["training"]["selection"]
@@ -127,7 +128,7 @@ def test_student_uses_the_teacher_cache_and_refuses_mismatched_teachers(cohort, 
     capsys.readouterr()
     code = main(["train", "--stage", "student", "--manifest", str(cohort / "data/manifest.csv"), "--out",
                  str(tmp_path / "s2"), "--config", str(other), "--device", "cpu", "--progress", "none",
-                 "--epochs", "1", "--teacher-sf", str(sf), "--teacher-dose", str(dose)])
+                 "--epochs", "1", "--teacher-sf", str(sf), "--teacher-dose", str(dose), *IN_SAMPLE])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "preprocessing" in err and "Traceback" not in err
 
@@ -175,7 +176,7 @@ def test_student_refuses_teachers_that_saw_its_test_cases(cohort, teachers, tmp_
     for extra in (("--fold", "1"), ("--seed", "5")):
         capsys.readouterr()
         assert train(cohort, "student", tmp_path / "student", "--epochs", "1", "--teacher-sf", str(sf),
-                     "--teacher-dose", str(dose), *extra) == 2
+                     "--teacher-dose", str(dose), *IN_SAMPLE, *extra) == 2
         err = capsys.readouterr().err
         assert "has seen some of the student's test cases" in err and "Traceback" not in err
     assert not (tmp_path / "student/checkpoint").exists()

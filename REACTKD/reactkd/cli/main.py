@@ -73,8 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--manifest", required=True, type=Path, help="training cohort CSV (case_id, label, ct, mask, ...)")
     train.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, logs, the model package")
     train.add_argument("--config", type=Path, help="training config YAML (default: the built-in defaults)")
-    train.add_argument("--teacher-sf", type=Path, help="the trained PET/CT teacher's package (student stage)")
-    train.add_argument("--teacher-dose", type=Path, help="the trained dose teacher's package (student stage)")
+    train.add_argument("--teacher-sf", type=Path, nargs="+",
+                       help="the trained PET/CT teacher's package(s) (student stage): one per cross-fitting part "
+                            "(teacher_targets cross_fitted, the default) or one (in_sample)")
+    train.add_argument("--teacher-dose", type=Path, nargs="+",
+                       help="the trained dose teacher's package(s) (student stage), as --teacher-sf")
+    train.add_argument("--teacher-targets", choices=("cross_fitted", "in_sample", "oracle"),
+                       help="override the config's teacher_targets (how the student's KD targets are made)")
+    train.add_argument("--cross-fit-part", type=int, metavar="K",
+                       help="teacher stages: train without part K of the fit cases (of the config's "
+                            "cross_fit_folds), a cross-fitted teacher for the student's targets")
     train.add_argument("--fold", type=int, default=0, help="cross-validation fold held out for testing (default: 0)")
     train.add_argument("--folds", type=_positive_int, default=3, help="number of cross-validation folds (default: 3)")
     train.add_argument("--epochs", type=_positive_int, help="override the config's number of epochs")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from reactkd.cohort.cache import TENSOR_FIELDS, cohort_cache_dir, load_cohort
-from reactkd.cohort.folds import PackageSplit, inner_split, split_fold
+from reactkd.cohort.folds import PackageSplit, cross_fit_parts, inner_split, split_fold
 from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import resolve_device
 from reactkd.errors import ConfigError, ModelPackageError
@@ -22,6 +22,7 @@ from reactkd.training.config import load_config
 from reactkd.training.distributed import DistContext
 from reactkd.training.engine import Trainer
 from reactkd.training.stages import make_stage
+from reactkd.training.targets import oracle_targets, plan_teachers, select_cross_fitted
 from reactkd.training.teacher_cache import load_or_build
 from reactkd.vocabulary import STUDENT, TEACHER_DOSE, TEACHER_SF
 
@@ -46,16 +47,24 @@ def load_teacher(path: Path | None, expected_stage: str, device: torch.device, p
             or not trained_on.same_cases_as(split):
         raise ModelPackageError(f"{path}: the teacher was trained with {trained_on.describe()}, the student with "
                                 f"{split.describe()} (or on another manifest), so the teacher has seen some of the "
-                                "student's test cases; train both with the same --fold, --folds, --seed and manifest")
+                                "student's test cases; train both with the same --fold, --folds, --seed (or split_seed) and "
+                                "manifest")
     return package
 
 
 def run_train(args: argparse.Namespace) -> Path:
     from reactkd.output_paths import check_output
 
-    check_output(args.out, folder=True, inputs=[args.manifest, args.config, args.teacher_sf, args.teacher_dose],
+    given = {TEACHER_SF: list(getattr(args, "teacher_sf", None) or []),
+             TEACHER_DOSE: list(getattr(args, "teacher_dose", None) or [])}
+    check_output(args.out, folder=True, inputs=[args.manifest, args.config, *given[TEACHER_SF], *given[TEACHER_DOSE]],
                  names=("model.safetensors", "metadata.json"))
-    config = load_config(args.config, epochs=args.epochs, seed=args.seed)
+    config = load_config(args.config, epochs=args.epochs, seed=args.seed,
+                         teacher_targets=getattr(args, "teacher_targets", None))
+    cross_fit_part = getattr(args, "cross_fit_part", None)
+    if cross_fit_part is not None and (args.stage == STUDENT or not 0 <= cross_fit_part < config.cross_fit_folds):
+        raise ConfigError(f"--cross-fit-part takes a teacher stage and a part from 0 to {config.cross_fit_folds - 1} "
+                          f"(cross_fit_folds {config.cross_fit_folds}), got {args.stage} and {cross_fit_part}")
     device = resolve_device(args.device)
     dist_ctx = DistContext.from_env(device.type)
     if dist_ctx.enabled and device.type == "cuda":
@@ -63,8 +72,24 @@ def run_train(args: argparse.Namespace) -> Path:
         torch.cuda.set_device(device)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     records = read_manifest(args.manifest)
-    train_part, test_idx = split_fold(records, args.fold, args.folds, seed=config.seed)
-    train_idx, val_idx = inner_split(records, train_part, config.inner_val_fraction, seed=config.seed)
+    train_part, test_idx = split_fold(records, args.fold, args.folds, seed=config.folds_seed)
+    train_idx, val_idx = inner_split(records, train_part, config.inner_val_fraction, seed=config.folds_seed)
+    test_cases = [records[i].case_id for i in test_idx]
+    split = PackageSplit(args.fold, args.folds, config.folds_seed, frozenset(test_cases))
+    cross_fit = None
+    if cross_fit_part is not None:  # checked before any case is read: nothing is written on a bad request
+        held_out = cross_fit_parts(records, train_idx, config.cross_fit_folds, seed=config.folds_seed)[cross_fit_part]
+        train_idx = sorted(set(train_idx) - set(held_out))
+        cross_fit = {"part": cross_fit_part, "folds": config.cross_fit_folds,
+                     "held_out_cases": [records[i].case_id for i in held_out]}
+    plan = None
+    if args.stage == STUDENT and (config.alpha > 0 or config.lambda_graph > 0):
+        plan = plan_teachers(config, given, records, train_idx,
+                             lambda path, kind: load_teacher(path, kind, device, config.preprocess_config().to_dict(),
+                                                             split))
+    targets_record = plan.record() if plan is not None else {"mode": "none"}
+    if args.stage == STUDENT and plan is None and any(given.values()):
+        raise ConfigError("alpha and lambda_graph are 0, so the student distils nothing: give no teacher packages")
     progress = Progress(args.progress, enabled=dist_ctx.is_main)
     preprocess = config.preprocess_config()
     status = _status_printer(args.progress, dist_ctx.is_main)
@@ -87,24 +112,17 @@ def run_train(args: argparse.Namespace) -> Path:
                                                           progress=dose_progress))
     if device.type == "cuda":
         cohort = _place_cohort(cohort, device)
-    targets = None
-    test_cases = [records[i].case_id for i in test_idx]
-    if args.stage == STUDENT and (config.alpha > 0 or config.lambda_graph > 0):
-        split = PackageSplit(args.fold, args.folds, config.seed, frozenset(test_cases))
-        packages = [load_teacher(args.teacher_sf, TEACHER_SF, device, preprocess.to_dict(), split),
-                    load_teacher(args.teacher_dose, TEACHER_DOSE, device, preprocess.to_dict(), split)]
-        progress.emit("section", name="teacher cache")
-        targets = load_or_build(cache_dir, [p.model for p in packages], [p.metadata["sha256"] for p in packages],
-                                cohort, device, notify=lambda text: print(f"note: {text}", file=sys.stderr))
-        del packages  # a student step never runs a teacher
+    targets = build_targets(plan, records, train_idx, cohort, cache_dir, device, config.rgd_map, progress)
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
-    stage = make_stage(args.stage, config, targets)
+    stage = make_stage(args.stage, config, targets, plan.weights if plan is not None and plan.kinds else None)
     if targets is not None:
         stage.to(device)
     trainer = Trainer(stage, cohort, train_idx, val_idx, config, args.out, device, progress, dist_ctx)
     status(f"training {args.stage}: {config.epochs} epoch(s) of {trainer.steps_per_epoch} step(s) on {device}",
            final=True)
+    started = time.monotonic()
     result = trainer.run(resume=args.resume)
+    train_seconds = time.monotonic() - started
     out = Path(args.out)
     if dist_ctx.is_main:
         summary = {"manifest": str(args.manifest), "fold": args.fold, "folds": args.folds,
@@ -112,7 +130,12 @@ def run_train(args: argparse.Namespace) -> Path:
                    "test_cases": test_cases,
                    "selection": "inner validation split of the fold's training part; the test part is unseen",
                    "device": str(device),
-                   "world_size": dist_ctx.world_size}
+                   "world_size": dist_ctx.world_size, "train_seconds": round(train_seconds, 1)}
+        if cross_fit is not None:
+            summary["cross_fit"] = cross_fit
+        if args.stage == STUDENT:
+            summary["teacher_targets"] = targets_record
+            summary["ct_only_exposure"] = {"setting": config.ct_only_share, "realised": stage.ct_only_exposure()}
         if args.stage == TEACHER_DOSE:
             from reactkd.cohort.doses import simulator_settings
 
@@ -127,6 +150,25 @@ def run_train(args: argparse.Namespace) -> Path:
     dist_ctx.barrier()
     dist_ctx.close()
     return out
+
+
+def build_targets(plan, records, fit_idx, cohort, cache_dir, device, rgd_map, progress):
+    """The student's teacher targets the plan asks for (None without one): the oracle's computed, the teachers'
+    read from (or written to) the teacher cache, cross-fitted ones then picked per case."""
+    if plan is None:
+        return None
+    if plan.mode == "oracle":
+        return oracle_targets(records, fit_idx)
+    progress.emit("section", name="teacher cache")
+    packages = [package for packages in plan.packages for package in packages]
+    targets = load_or_build(cache_dir, [p.model for p in packages], [p.metadata["sha256"] for p in packages],
+                            cohort, device, notify=lambda text: print(f"note: {text}", file=sys.stderr),
+                            rgd_map=rgd_map)
+    if plan.mode == "cross_fitted":
+        targets = select_cross_fitted(targets, len(plan.kinds), plan.parts, len(cohort))
+    for package_list in plan.packages:  # a student step never runs a teacher
+        package_list.clear()
+    return targets
 
 
 def _place_cohort(cohort, device: torch.device):

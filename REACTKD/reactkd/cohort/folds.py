@@ -54,7 +54,10 @@ class PackageSplit:
         if not isinstance(training, dict):
             return None
         config = training.get("config")
-        values = (training.get("fold"), training.get("folds"), config.get("seed") if isinstance(config, dict) else None)
+        seed = None
+        if isinstance(config, dict):  # the folds' seed: split_seed when the training gave one
+            seed = config.get("seed") if config.get("split_seed") is None else config.get("split_seed")
+        values = (training.get("fold"), training.get("folds"), seed)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             return None
         ids = training.get("test_cases")
@@ -105,3 +108,35 @@ def inner_split(records: list[CaseRecord], train_idx: list[int], fraction: float
         warnings.simplefilter("ignore", UserWarning)
         fit, val = next(splitter.split(np.zeros(len(subset)), labels, groups))
     return sorted(train_idx[i] for i in fit), sorted(train_idx[i] for i in val)
+
+
+#: Cases of every grade each cross-fitting part must hold, so that every teacher still trains on every grade
+#: and every part's targets come from a teacher that saw the grade.
+MIN_PER_GRADE_PER_PART = 2
+
+
+def cross_fit_parts(records: list[CaseRecord], fit_idx: list[int], folds: int, seed: int = 0) -> list[list[int]]:
+    """Split the fit cases into ``folds`` patient-grouped, grade-stratified parts for cross-fitted teacher
+    targets: teacher k trains on every part but k, and its outputs are the targets of part k's cases.
+    ConfigError when a grade has too few fit cases for every part to hold MIN_PER_GRADE_PER_PART of it."""
+    subset = [records[i] for i in fit_idx]
+    labels = np.array([r.label for r in subset])
+    groups = np.array([r.patient_id for r in subset])
+    counts = np.bincount(labels, minlength=3)
+    need = folds * MIN_PER_GRADE_PER_PART
+    short = [(grade, int(n)) for grade, n in enumerate(counts) if n < need]
+    if short or len(set(groups.tolist())) < folds:
+        grade, n = short[0] if short else (int(np.argmin(counts)), int(counts.min()))
+        raise ConfigError(f"cross-fitting with {folds} folds needs at least {need} fit cases of every grade "
+                          f"({MIN_PER_GRADE_PER_PART} per part); the fit part has {n} of grade {grade}: use fewer "
+                          "cross_fit_folds, more cases, or teacher_targets: in_sample")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parts = [sorted(fit_idx[i] for i in held) for _, held in splitter.split(np.zeros(len(subset)), labels, groups)]
+    for k, part in enumerate(parts):
+        part_counts = np.bincount([records[i].label for i in part], minlength=3)
+        if part_counts.min() < MIN_PER_GRADE_PER_PART:  # patient groups can unbalance a part
+            raise ConfigError(f"cross-fitting part {k} of {folds} holds {_grade_counts(np.array([records[i].label for i in part]))}; "
+                              "use fewer cross_fit_folds or more cases")
+    return parts

@@ -40,6 +40,7 @@ class CaseRecord:
     mask: Path
     world: str = ""            # synthetic cohorts: the world and version they were drawn from (else empty)
     cohort_version: str = ""
+    differentiation: float | None = None  # synthetic cohorts: the latent continuous grade (0-3) behind the label
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -161,12 +162,27 @@ def read_manifest(path: str | os.PathLike) -> list[CaseRecord]:
         if paths["ct"] and paths["mask"] and label >= 0 and case_id:
             records.append(CaseRecord(case_id, row["patient_id"], label, paths["ct"], paths["pet_fdg"],
                                       paths["pet_act"], paths["mask"], row.get("world", ""),
-                                      row.get("cohort_version", "")))
+                                      row.get("cohort_version", ""),
+                                      _differentiation(row.get("differentiation", ""), where, problems)))
     if not problems and not records:
         problems.append(f"{path}: manifest has no cases")
     if problems:
         raise ManifestError("invalid manifest:\n" + "\n".join(problems))
     return records
+
+
+def _differentiation(text: str, where: str, problems: list[str]) -> float | None:
+    """The optional latent differentiation cell: empty (real cohorts) or a finite number in [-1, 4]."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -1.0 <= value <= 4.0:
+        problems.append(f"{where}: differentiation must be a number from -1 to 4 (the latent grade), got {text!r}")
+        return None
+    return value
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> Path:

@@ -5,7 +5,7 @@ Every model: ``forward(images (B, 3, D, H, W), available (B, 3) bool) -> ModelOu
 ``input_modalities``, ``architecture`` and ``config``.
 """
 
-from reactkd.models.base import ModelOutput, ReactKDModel
+from reactkd.models.base import GRAPH_MAPS, ModelOutput, ReactKDModel, graph_map
 from reactkd.models.cbam import CBAM3D
 from reactkd.models.dropout import apply_modality_dropout
 from reactkd.models.gradcam import GradCamAdapter
@@ -16,6 +16,7 @@ from reactkd.models.teachers import DoseAwareTeacher, StructureFunctionTeacher, 
 __all__ = [
     "ARCHITECTURES",
     "CBAM3D",
+    "GRAPH_MAPS",
     "DoseAwareTeacher",
     "GradCamAdapter",
     "ModelOutput",
@@ -25,4 +26,5 @@ __all__ = [
     "SwinFeatureEncoder",
     "apply_modality_dropout",
     "build_model",
+    "graph_map",
 ]

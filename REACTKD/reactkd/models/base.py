@@ -23,13 +23,33 @@ class ModelOutput:
             structure-function teacher): the map that region-graph nodes pool and Grad-CAM explains.
         branch_available: (B, n_branches) bool, which branches contributed to each sample's output
             (teachers only; ``None`` for single-branch models).
-        scales: finer feature maps the region head pooled (finest first), for tests and inspection.
+        scales: finer feature maps (finest first): what the region head pools, and the stride-4 map region
+            graph distillation can read (``graph_map``).
     """
 
     logits: torch.Tensor
     features: torch.Tensor
     branch_available: torch.Tensor | None = None
     scales: tuple[torch.Tensor, ...] = ()
+
+
+#: Feature maps a region graph can be built from (``graph_map``).
+GRAPH_MAPS = ("deepest", "stride4")
+
+
+def graph_map(output: ModelOutput, which: str) -> torch.Tensor:
+    """The feature map region graph nodes pool: the deepest map after the CBAM (1/16 of the grid for the
+    Swin teachers, 2 x 4 x 4 on the demo grid: a tumour and its ring share most of their pooling weight
+    there) or the stride-4 maps (the student's level-2 block output; every teacher branch's, side by side
+    along channels, an absent branch's zeroed): the coarsest of the extra scales in every network here."""
+    if which == "deepest":
+        return output.features
+    if which != "stride4":
+        raise ValueError(f"graph map must be one of {', '.join(GRAPH_MAPS)}, got {which!r}")
+    if not output.scales:
+        raise ValueError("this network returns no stride-4 map")
+    coarsest = min(scale.shape[2:].numel() for scale in output.scales)
+    return torch.cat([scale for scale in output.scales if scale.shape[2:].numel() == coarsest], dim=1)
 
 
 def check_inputs(images: torch.Tensor, available: torch.Tensor) -> None:

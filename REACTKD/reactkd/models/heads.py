@@ -111,17 +111,29 @@ def intensity_descriptors(referenced: torch.Tensor, kinds: torch.Tensor) -> torc
 
 
 class GlobalHead(nn.Module):
-    """Global average pooling of the deepest map, optional dropout, linear layer (the paper's head)."""
+    """Global average pooling of the deepest map, optional dropout, linear layer (the paper's head).
 
-    def __init__(self, channels: int, n_classes: int, dropout: float = 0.0) -> None:
+    With ``image_channels`` > 0 the linear layer also reads the size and intensity descriptors the region
+    head reads (``RegionHead``), so an ablation can tell region pooling from the descriptors."""
+
+    def __init__(self, channels: int, n_classes: int, dropout: float = 0.0, image_channels: int = 0) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.linear = nn.Linear(channels, n_classes)
+        self.n_descriptors = N_DESCRIPTORS + int(image_channels) * N_INTENSITY_DESCRIPTORS if image_channels else 0
+        self.linear = nn.Linear(channels + self.n_descriptors, n_classes)
 
     def forward(self, features: torch.Tensor, scales: Sequence[torch.Tensor] = (),
                 region_labels: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
-        return self.linear(self.dropout(self.pool(features).flatten(1)))
+        pooled = self.dropout(self.pool(features).flatten(1))
+        if not self.n_descriptors:
+            return self.linear(pooled)
+        if region_labels is None or images is None:
+            raise ValueError("a global head with descriptors needs the region labels and the input image")
+        kinds = region_kind_index(region_labels.to(features.device))
+        descriptors = torch.cat([size_descriptors(region_labels).to(features.device),
+                                 intensity_descriptors(images, kinds)], dim=1)
+        return self.linear(torch.cat([pooled.float(), descriptors], dim=1)).to(features.dtype)
 
 
 class RegionHead(nn.Module):
@@ -179,7 +191,9 @@ class RegionHead(nn.Module):
 
 
 def build_head(head: str, channels: int, scale_channels: Sequence[int], n_classes: int,
-               dropout: float, image_channels: int = 1) -> nn.Module:
+               dropout: float, image_channels: int = 1, descriptors: bool | None = None) -> nn.Module:
+    """The head by name. ``descriptors`` (None: the head's own default, on for region and off for global,
+    the paper's) says whether it reads the intensity descriptors of ``image_channels`` input channels."""
     if check_head(head) == "global":
-        return GlobalHead(channels, n_classes, dropout)
-    return RegionHead(channels, scale_channels, n_classes, dropout, image_channels)
+        return GlobalHead(channels, n_classes, dropout, image_channels if descriptors else 0)
+    return RegionHead(channels, scale_channels, n_classes, dropout, 0 if descriptors is False else image_channels)

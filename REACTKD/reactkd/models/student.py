@@ -29,7 +29,8 @@ class Student(ReactKDModel):
     """MONAI ``SegResEncoder`` (SegResNet encoder: residual blocks, stride-2 convolutions, group norm),
     a closing norm + ReLU (the blocks are pre-activation), CBAM3D and a head: region-aware (default: masked
     pooling of levels 0 and 2 and of the deepest map inside tumour / ring / liver, see ``models.heads``) or
-    global pooling (``head="global"``, the paper's).
+    global pooling (``head="global"``, the paper's). ``intensity_descriptors`` turns the head's intensity
+    descriptors on or off (None: the head's default, on for region and off for global).
 
     Inputs: the first ``in_channels`` channels of ``reactkd.MODALITIES`` (3: CT, FDG, ACT; 1: CT only).
     Absent channels are zeroed whatever they contain. The availability flags of the optional channels
@@ -54,6 +55,7 @@ class Student(ReactKDModel):
         cbam_reduction: int = 8,
         dropout: float = 0.0,
         head: str = "region",
+        intensity_descriptors: bool | None = None,
     ) -> None:
         super().__init__(n_classes)
         check_head(head)
@@ -64,7 +66,7 @@ class Student(ReactKDModel):
         self.config = json_ready(dict(
             in_channels=in_channels, init_filters=init_filters, blocks_down=blocks_down, n_classes=n_classes,
             norm_groups=norm_groups, cbam_reduction=cbam_reduction, dropout=dropout,
-            head=head,
+            head=head, **({} if intensity_descriptors is None else {"intensity_descriptors": intensity_descriptors}),
         ))
         self.input_modalities = MODALITIES[:in_channels]
         norm = ("group", {"num_groups": norm_groups})
@@ -79,10 +81,12 @@ class Student(ReactKDModel):
         self.final_norm = get_norm_layer(name=norm, spatial_dims=3, channels=channels)
         self.final_act = get_act_layer("relu")
         self.cbam = CBAM3D(channels, reduction=cbam_reduction)
-        self.head_levels = tuple(level for level in REGION_HEAD_LEVELS if level < len(blocks_down)) \
-            if head == "region" else ()
-        self.head = build_head(head, channels, [init_filters * 2 ** level for level in self.head_levels],
-                               n_classes, dropout, image_channels=in_channels)
+        # The levels' outputs are returned as ``scales`` whatever the head (region graph distillation may read
+        # the stride-4 one); only the region head pools them.
+        self.head_levels = tuple(level for level in REGION_HEAD_LEVELS if level < len(blocks_down))
+        pooled_levels = self.head_levels if head == "region" else ()
+        self.head = build_head(head, channels, [init_filters * 2 ** level for level in pooled_levels],
+                               n_classes, dropout, image_channels=in_channels, descriptors=intensity_descriptors)
         self.out_channels = channels
 
     def encode(self, images: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -26,11 +26,18 @@ Example (every key optional; these are the defaults, a test checks that they are
     gw_epsilon: 0.05       # RGD: proximal step of the Gromov-Wasserstein solver
     edge_weight: 1.0       # RGD: weight of the edge term next to the GW term
     temperature: 2.0
-    teacher_weights: [0.5, 0.5]   # structure-function, dose-aware
+    teacher_weights: [0.5, 0.5]   # structure-function, dose-aware ([1, 0]: SF alone, [0, 1]: dose alone)
+    teacher_targets: cross_fitted # cross_fitted | in_sample | oracle (how the student's KD targets are made)
+    cross_fit_folds: 3     # cross_fitted: K teachers per kind, each trained without one K-th of the fit cases
+    rgd_map: stride4       # RGD graph nodes pool the teachers' and student's stride-4 maps (or: deepest)
+    rgd_kind: gw           # gw (the paper's) | relational (distance-matrix MSE under the known correspondence)
+    ct_only_share: 0.5     # at least this share of the student's training samples are CT alone
     modality_dropout: 0.3
     doses: [1.0, 0.5, 0.25, 0.1]  # dose teacher: dose fractions sampled per sample
     early_stopping: 0      # epochs without validation AUC gain before stopping (0 = off)
-    seed: 0                # initialisation, batch order and the patient-grouped folds
+    seed: 0                # initialisation, batch order and (unless split_seed is given) the folds
+    split_seed: null       # the patient-grouped folds, inner and cross-fitting splits (default: seed), so
+                           # students of several seeds can share teachers trained on the same split
     amp: true              # bf16 autocast on CUDA (ignored on CPU)
     preprocessing:         # stored in every package (reactkd.preprocessing.PreprocessConfig)
       grid: [64, 128, 128]
@@ -58,7 +65,8 @@ import yaml
 
 from reactkd.errors import ConfigError, ReactKDError
 from reactkd.graph.settings import RECORDED_LOSS_KEYS, GraphSettings
-from reactkd.losses import CLASSIFICATION_LOSSES, RGD_LIMITS, rgd_problems
+from reactkd.losses import CLASSIFICATION_LOSSES, RGD_KINDS, RGD_LIMITS, rgd_problems
+from reactkd.models.base import GRAPH_MAPS
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.vocabulary import HEADS, TEACHER_DOSE, TEACHER_SF
 
@@ -85,15 +93,26 @@ class TrainConfig:
     edge_weight: float = 1.0
     temperature: float = 2.0
     teacher_weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    teacher_targets: str = "cross_fitted"
+    cross_fit_folds: int = 3
+    rgd_map: str = "stride4"
+    rgd_kind: str = "gw"
+    ct_only_share: float = 0.5
     modality_dropout: float = 0.3
     doses: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25, 0.1])
     early_stopping: int = 0
     seed: int = 0
+    split_seed: int | None = None
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     preprocessing: dict = field(default_factory=dict)
     graph: GraphSettings = field(default_factory=GraphSettings)
     student: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
+
+    @property
+    def folds_seed(self) -> int:
+        """The seed of the folds, the inner split and the cross-fitting parts."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def stage_learning_rate(self, stage: str) -> float:
         """Peak learning rate of a stage: the Swin teachers tolerate (and need) a higher one than the student."""
@@ -148,6 +167,16 @@ class TrainConfig:
                             f"{[float(d) for d in self.doses][:8]}")
         if len(self.teacher_weights) != 2 or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0:
             problems.append("teacher_weights must be two non-negative numbers, not both 0")
+        if self.teacher_targets not in TEACHER_TARGETS:
+            problems.append(f"teacher_targets must be one of {', '.join(TEACHER_TARGETS)}, got {_short(self.teacher_targets)}")
+        if not 2 <= self.cross_fit_folds <= MAX_CROSS_FIT_FOLDS:
+            problems.append(f"cross_fit_folds must lie in [2, {MAX_CROSS_FIT_FOLDS}]")
+        if self.teacher_targets == "oracle" and self.lambda_graph > 0:
+            problems.append("teacher_targets oracle gives class probabilities, no region graphs: set lambda_graph 0")
+        if self.rgd_map not in GRAPH_MAPS or self.rgd_kind not in RGD_KINDS:
+            problems.append(f"rgd_map must be one of {', '.join(GRAPH_MAPS)} and rgd_kind one of {', '.join(RGD_KINDS)}")
+        if not math.isfinite(self.ct_only_share) or not 0 <= self.ct_only_share <= 1:
+            problems.append("ct_only_share must lie in [0, 1]")
         if self.class_weights is not None and (len(self.class_weights) != 3 or not all(
                 math.isfinite(w) and w >= 0 for w in self.class_weights) or sum(self.class_weights) <= 0):
             problems.append("class_weights must list 3 finite, non-negative weights, not all 0")
@@ -195,6 +224,10 @@ def _from_mapping(cls, data: dict, prefix: str = ""):
 
 
 MAX_CONFIG_BYTES = 256 * 1024
+#: How the student's KD targets are made: teachers that never trained on the case (K-fold inside the fit
+#: part), the teachers trained on every fit case, or the generator's P(recorded grade | latent).
+TEACHER_TARGETS = ("cross_fitted", "in_sample", "oracle")
+MAX_CROSS_FIT_FOLDS = 10
 MIN_DOSE = 1e-3  # 0.1 % of the full dose: far below any clinical protocol; smaller values underflow in float32
 
 

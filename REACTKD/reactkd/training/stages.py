@@ -4,8 +4,9 @@
 - teacher-dose: dose-aware teacher on CT degraded by the low-dose simulator at one of the configured doses,
   drawn per sample, classification loss. The degraded CTs were simulated on each native CT before
   preprocessing, once per case and dose (`cohort.doses`, the function `reactkd evaluate --doses` calls).
-- student: CT student with modality dropout; loss = (1 - alpha) L_cls + alpha L_KD + lambda_graph L_RGD against
-  both frozen teachers, whose outputs on the un-dropped inputs come from the teacher cache.
+- student: CT student with modality dropout (at least ``ct_only_share`` of its samples CT alone); loss =
+  (1 - alpha) L_cls + alpha L_KD + lambda_graph L_RGD against the frozen teachers ``training.targets`` plans
+  (cross-fitted by default), whose outputs on the un-dropped inputs come from the teacher cache.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from reactkd.cohort.cache import CohortTensors
 from reactkd.errors import ConfigError
 from reactkd.graph import node_features, soft_region_masks
 from reactkd.losses import classification_loss, kd_loss, rgd_loss, total_loss
-from reactkd.models import apply_modality_dropout, build_model
+from reactkd.models import apply_modality_dropout, build_model, graph_map
 from reactkd.training.config import TrainConfig
 from reactkd.training.teacher_cache import TeacherTargets
 from reactkd.vocabulary import STUDENT, TEACHER_DOSE, TEACHER_SF
@@ -98,9 +99,23 @@ class StudentStage(Stage):
 
     name = STUDENT
 
-    def __init__(self, model, config, targets: TeacherTargets | None = None) -> None:
+    def __init__(self, model, config, targets: TeacherTargets | None = None,
+                 weights: list[float] | None = None) -> None:
         super().__init__(model, config)
         self.targets = targets
+        # One weight per teacher in ``targets`` (the plan's kinds: SF, dose or both; the oracle is one).
+        self.weights = list(weights) if weights is not None else \
+            list(config.teacher_weights[:len(targets.nodes) or 1]) if targets is not None else []
+        # Samples the student saw with CT alone, and all of them (the CT-only exposure the package records),
+        # counted on the training device: no host sync per step.
+        self.exposure = torch.zeros(2, dtype=torch.long)
+
+    def ct_only_exposure(self) -> float | None:
+        """Realised share of training samples the student saw with CT alone (1 for a CT-only network)."""
+        if list(self.model.input_modalities) == ["ct"]:
+            return 1.0
+        ct_alone, seen = self.exposure.tolist()
+        return ct_alone / seen if seen else None
 
     def to(self, device: torch.device) -> StudentStage:
         self.targets = self.targets.to(device) if self.targets is not None else None
@@ -112,33 +127,41 @@ class StudentStage(Stage):
     def loss(self, model, batch, generator, config):
         images, available = batch["images"], batch["available"]
         student_images, student_available = apply_modality_dropout(images, available, config.modality_dropout,
-                                                                   generator)
+                                                                   generator, config.ct_only_share)
+        ct_alone = ~student_available[:, 1:].any(dim=1)
+        self.exposure = self.exposure.to(ct_alone.device) + torch.stack([ct_alone.sum(), ct_alone.new_tensor(
+            len(ct_alone), dtype=torch.long)])
         out = model(student_images, student_available, batch["region_labels"])
         cls = self.cls_loss(out.logits, batch["labels"])
         if self.targets is None:
             return {"cls": cls, "total": cls}
-        n_nodes = int(batch["n_nodes"].max())
-        node_mask = torch.arange(n_nodes, device=images.device)[None, :] < batch["n_nodes"][:, None]
-        student_nodes = node_features(out.features.float(),
-                                      soft_region_masks(batch["node_index"], n_nodes, out.features.shape[2:]))
         case = batch["case_index"].to(self.targets.logits.device)
         teacher_logits = self.targets.logits[case].transpose(0, 1).to(images.device)  # (T, B, classes)
-        teacher_nodes = [nodes[case, :n_nodes].to(images.device) for nodes in self.targets.nodes]
         ok = self.targets.usable[case].transpose(0, 1).to(images.device)
-        weights = torch.tensor(config.teacher_weights[:len(teacher_nodes)], device=images.device)
+        weights = torch.tensor(self.weights, device=images.device)
         zero = cls.new_zeros(())
         kd = kd_loss(out.logits.float(), teacher_logits, ok, weights, config.temperature) if config.alpha > 0 \
             else zero
-        rgd = rgd_loss(student_nodes, teacher_nodes, node_mask, ok, weights, epsilon=config.gw_epsilon,
-                       edge_weight=config.edge_weight) if config.lambda_graph > 0 else zero
+        rgd = zero
+        if config.lambda_graph > 0:
+            n_nodes = int(batch["n_nodes"].max())
+            node_mask = torch.arange(n_nodes, device=images.device)[None, :] < batch["n_nodes"][:, None]
+            feature_map = graph_map(out, config.rgd_map)
+            student_nodes = node_features(feature_map.float(),
+                                          soft_region_masks(batch["node_index"], n_nodes, feature_map.shape[2:]))
+            teacher_nodes = [nodes[case, :n_nodes].to(images.device) for nodes in self.targets.nodes]
+            rgd = rgd_loss(student_nodes, teacher_nodes, node_mask, ok, weights, epsilon=config.gw_epsilon,
+                           edge_weight=config.edge_weight, kind=config.rgd_kind)
         terms = {"cls": cls, "kd": kd, "rgd": rgd}
         return {**terms, "total": total_loss(terms, config.loss_weights())}
 
 
-def make_stage(name: str, config: TrainConfig, targets: TeacherTargets | None = None) -> Stage:
-    """Build the stage and its fresh network from the config (every network gets ``config.head``)."""
+def make_stage(name: str, config: TrainConfig, targets: TeacherTargets | None = None,
+               weights: list[float] | None = None) -> Stage:
+    """Build the stage and its fresh network from the config (every network gets ``config.head``); the
+    student's ``targets`` come with one weight per teacher in them."""
     if name == TEACHER_SF:
         return StructureFunctionStage(build_model("sf_teacher", head=config.head, **config.teacher), config)
     if name == TEACHER_DOSE:
         return DoseStage(build_model("dose_teacher", head=config.head, **config.teacher), config)
-    return StudentStage(build_model("student", head=config.head, **config.student), config, targets)
+    return StudentStage(build_model("student", head=config.head, **config.student), config, targets, weights)

@@ -23,8 +23,9 @@ from safetensors.torch import save_file
 from reactkd.atomic import atomic_path
 from reactkd.cohort.cache import CohortTensors
 from reactkd.graph import node_features, soft_region_masks
+from reactkd.models import graph_map
 
-FORMAT_VERSION = "teacher-cache-v1"
+FORMAT_VERSION = "teacher-cache-v2"  # v2: node features from the map the training's rgd_map names
 BATCH = 4
 
 
@@ -45,8 +46,8 @@ class TeacherTargets:
         return {k: v.detach().cpu().contiguous() for k, v in named.items()}
 
 
-def cache_key(teacher_sha256: Sequence[str], cohort_key: str) -> str:
-    text = json.dumps([FORMAT_VERSION, list(teacher_sha256), cohort_key])
+def cache_key(teacher_sha256: Sequence[str], cohort_key: str, rgd_map: str = "deepest") -> str:
+    text = json.dumps([FORMAT_VERSION, list(teacher_sha256), cohort_key, rgd_map])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -61,8 +62,9 @@ def _content_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 @torch.no_grad()
 def compute_teacher_targets(teachers: Sequence[torch.nn.Module], cohort: CohortTensors,
-                            device: torch.device) -> TeacherTargets:
-    """Run every teacher over the whole cohort (eval mode, un-dropped inputs) in batches."""
+                            device: torch.device, rgd_map: str = "deepest") -> TeacherTargets:
+    """Run every teacher over the whole cohort (eval mode, un-dropped inputs) in batches; node features pool
+    the map ``rgd_map`` names (``models.graph_map``)."""
     n_max = max(int(cohort.n_nodes.max()), 1)
     logits, nodes, usable = [], [[] for _ in teachers], []
     for start in range(0, len(cohort), BATCH):
@@ -73,8 +75,9 @@ def compute_teacher_targets(teachers: Sequence[torch.nn.Module], cohort: CohortT
         for t, teacher in enumerate(teachers):
             out = teacher(images, available, regions)
             batch_logits.append(out.logits.float())
-            masks = soft_region_masks(node_index, n_max, out.features.shape[2:])
-            nodes[t].append(node_features(out.features.float(), masks).cpu())
+            feature_map = graph_map(out, rgd_map)
+            masks = soft_region_masks(node_index, n_max, feature_map.shape[2:])
+            nodes[t].append(node_features(feature_map.float(), masks).cpu())
             batch_usable.append(teacher.teacher_available(available))
         logits.append(torch.stack(batch_logits, dim=1).cpu())
         usable.append(torch.stack(batch_usable, dim=1).cpu())
@@ -83,9 +86,9 @@ def compute_teacher_targets(teachers: Sequence[torch.nn.Module], cohort: CohortT
 
 def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_sha256: Sequence[str],
                   cohort: CohortTensors, device: torch.device,
-                  notify: Callable[[str], None] = print) -> TeacherTargets:
+                  notify: Callable[[str], None] = print, rgd_map: str = "deepest") -> TeacherTargets:
     """The cached targets when the file is present and intact, else computed and written atomically."""
-    key = cache_key(teacher_sha256, cohort.key)
+    key = cache_key(teacher_sha256, cohort.key, rgd_map)
     path = Path(cache_dir) / f"teachers-{key}.safetensors"
     if path.is_file():
         tensors, problem = _read_checked(path, key, len(cohort))
@@ -93,7 +96,7 @@ def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_
             return TeacherTargets(tensors["logits"], [tensors[f"nodes.{i}"] for i in range(len(teachers))],
                                   tensors["usable"])
         notify(f"teacher cache {path} is {problem}; rebuilding it")
-    targets = compute_teacher_targets(teachers, cohort, device)
+    targets = compute_teacher_targets(teachers, cohort, device, rgd_map)
     tensors = targets.tensors()
     header = {"key": key, "sha256": _content_digest(tensors), "cases": str(len(cohort)),
               "teachers": json.dumps(list(teacher_sha256))}

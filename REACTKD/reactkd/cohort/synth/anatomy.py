@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 from reactkd.cohort.synth import clinical
 from reactkd.cohort.synth.tissues import N_TISSUES, Tissue  # noqa: F401 (re-exported)
@@ -163,6 +164,28 @@ def latent_differentiation(rng: np.random.Generator, recorded_grade: int) -> flo
     belong to the next grade."""
     d = recorded_grade + rng.uniform(0.0, 1.0) + rng.normal(0.0, READING_SD)
     return float(np.clip(d, *DIFFERENTIATION_RANGE))
+
+
+def recorded_grade_posterior(differentiation: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """P(recorded grade | the patient's latent differentiation), (N, 3), for the generator's own model: the
+    grade g drawn with probability ``prior`` (the cohort's grade shares), then d = g + U(0, 1) + N(0, READING_SD)
+    clipped to DIFFERENTIATION_RANGE (``latent_differentiation``). The best any model of the images can do:
+    the oracle teacher's targets. Inside the range the likelihood is the density of d given g; at a bound
+    (where clipping piles mass) it is the probability of landing beyond it."""
+    d = np.asarray(differentiation, dtype=np.float64)[:, None]
+    grades = np.arange(3, dtype=np.float64)[None, :]
+    s = READING_SD
+    density = norm.cdf((d - grades) / s) - norm.cdf((d - grades - 1) / s)
+
+    def below(x):  # P(g + U + N <= x) = s * (G((x - g) / s) - G((x - g - 1) / s)), G(t) = t Phi(t) + phi(t)
+        def antiderivative(t):
+            return t * norm.cdf(t) + norm.pdf(t)
+        return s * (antiderivative((x - grades) / s) - antiderivative((x - grades - 1) / s))
+
+    low, high = DIFFERENTIATION_RANGE
+    likelihood = np.where(d <= low, below(low), np.where(d >= high, 1.0 - below(high), density))
+    joint = np.clip(likelihood, 1e-300, None) * np.asarray(prior, dtype=np.float64)[None, :]
+    return joint / joint.sum(axis=1, keepdims=True)
 
 
 def true_grade(differentiation: float) -> int:

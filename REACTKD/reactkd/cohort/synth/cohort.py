@@ -87,8 +87,9 @@ def plan_cohort(n_cases: int, seed: int = 0) -> list[PlannedCase]:
             for index, (number, label, _) in enumerate(rows)]
 
 
-#: Manifest columns of a synthetic cohort: the cohort columns, then the world and its version number.
-SYNTH_COLUMNS = (*COLUMNS, "world", "cohort_version")
+#: Manifest columns of a synthetic cohort: the cohort columns, the world and its version number, and the
+#: patient's latent differentiation (0-3), which only the generator knows (the oracle teacher reads it).
+SYNTH_COLUMNS = (*COLUMNS, "world", "cohort_version", "differentiation")
 
 
 def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", seed: int = 0,
@@ -135,7 +136,8 @@ def write_cohort(out_dir: str | os.PathLike, n_cases: int, size: str = "small", 
                 write_image(image, path)
                 cells[name] = path.relative_to(out).as_posix()
         rows.append({"case_id": planned.case_id, "patient_id": planned.patient_id, "label": str(planned.label), **cells,
-                     "world": world.name, "cohort_version": str(world.version)})
+                     "world": world.name, "cohort_version": str(world.version),
+                     "differentiation": repr(float(case.differentiation))})
         if progress is not None:
             progress(done, n_cases)
     return write_manifest(manifest, rows, columns=SYNTH_COLUMNS)
