@@ -144,7 +144,7 @@ def main() -> None:
                 config = write_config(base, {**overrides, "seed": seed}, folder / f"{model_dir.name}.yaml")
                 if not (model_dir / "metadata.json").exists():
                     extra = []
-                    if stage == "student":
+                    if stage == "student" and (overrides.get("alpha", 0) > 0 or overrides.get("lambda_graph", 0) > 0):
                         extra = ["--teacher-sf", str(folder / "teacher-sf"), "--teacher-dose", str(folder / "teacher-dose")]
                     epochs = dict(zip(("teacher-sf", "teacher-dose"), args.teacher_epochs)).get(stage)
                     run(["train", "--stage", stage, "--out", str(model_dir), "--config", str(config), "--resume",

@@ -35,6 +35,7 @@ def separation(model_dir, manifest, n_cases: int) -> dict:
     cohort = load_cohort(records, PreprocessConfig.from_dict(meta["preprocessing"]),
                          GraphSettings.from_metadata(meta["graph"]), cache_dir=cohort_cache_dir(manifest))
     rows = {name: {"tumour_ring_distance": [], "mask_overlap": [], "tumour_liver_distance": []} for name in GRAPH_MAPS}
+    shapes = {}
     for i in range(len(cohort)):
         images, available = cohort.images[i:i + 1], cohort.available[i:i + 1]
         if meta["architecture"] == "sf_teacher" and not bool(available[0, 1:].any()):
@@ -51,6 +52,7 @@ def separation(model_dir, manifest, n_cases: int) -> dict:
         t, r = tumours[0], rings[0]
         for name in GRAPH_MAPS:
             feature_map = graph_map(out, name).float()
+            shapes[name] = list(feature_map.shape[1:])
             masks = soft_region_masks(node_index, n_nodes, feature_map.shape[2:])  # (1, nodes, d, h, w)
             nodes = node_features(feature_map, masks)
             distances = graph_distances(nodes, torch.ones(1, n_nodes, dtype=torch.bool))[0]
@@ -61,7 +63,7 @@ def separation(model_dir, manifest, n_cases: int) -> dict:
             if livers:
                 rows[name]["tumour_liver_distance"].append(float(distances[t, livers].mean()))
     return {name: {key: float(np.mean(values)) if values else None for key, values in row.items()}
-            | {"cases": len(row["tumour_ring_distance"]), "map_shape": None}
+            | {"cases": len(row["tumour_ring_distance"]), "map_channels_and_shape": shapes.get(name)}
             for name, row in rows.items()}
 
 

@@ -87,3 +87,13 @@ def test_a_cohort_too_small_for_its_folds_says_so_in_one_line(labels, pattern):
         except ConfigError as exc:
             messages.append(str(exc))
     assert messages and all("\n" not in m for m in messages) and any(re.search(pattern, m) for m in messages)
+
+
+def test_the_latent_differentiation_column_is_optional_and_checked(cohort):
+    header = ",".join(COLUMNS) + ",differentiation"
+    path = _write(cohort, ["a,p1,2,a/ct.nii.gz,,,a/mask.nii.gz,2.4", "b,p2,0,b/ct.nii.gz,,,b/mask.nii.gz,"], header)
+    assert [r.differentiation for r in read_manifest(path)] == [2.4, None]
+    for bad in ("high", "nan", "7"):
+        path = _write(cohort, [f"a,p1,2,a/ct.nii.gz,,,a/mask.nii.gz,{bad}"], header)
+        with pytest.raises(ManifestError, match=f"line 2: differentiation must be a number from -1 to 4.*'{bad}'"):
+            read_manifest(path)
