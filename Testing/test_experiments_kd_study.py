@@ -55,7 +55,7 @@ def test_report_pairs_runs_by_seed(study, tmp_path, monkeypatch):
 
         record = {"arm": arm, "seed": seed, "labels": labels.tolist(), "probabilities": probs.tolist(),
                   "metrics": run_metrics(labels, probs), "gradcam_within_5mm": {"test-v2": 0.2, "cam-clinical": 0.4},
-                  "train_seconds": 10.0, "final_train_loss": 0.2}
+                  "train_seconds": 10.0, "final_train_loss": 0.2, "final_train_cls": 0.1}
         folder = tmp_path / "runs" / arm
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"seed-{seed}.json").write_text(json.dumps(record))

@@ -272,7 +272,8 @@ def report(root: Path) -> dict:
                      "gradcam_within_5mm_both_sizes": run_level([np.mean(list(r["gradcam_within_5mm"].values()))
                                                                  for r in records]),
                      "train_seconds": run_level([r["train_seconds"] for r in records]),
-                     "final_train_loss": run_level([r["final_train_loss"] for r in records])}
+                     "final_train_loss": run_level([r["final_train_loss"] for r in records]),
+                     "final_train_cls": run_level([r["final_train_cls"] for r in records])}
     contrasts = {}
     baselines = {"v2": "none", "null": "null_none"}
     pairs = [(name, b, a) for name, b, a in CONTRASTS] + [
@@ -339,6 +340,43 @@ def smoke() -> None:
     STUDENT_EPOCHS, PRIMARY_RUNS, EXPLORATORY_RUNS, CAM_SMALL_CASES, NULL_NONE_CHECKED_SEEDS = 1, 2, 1, 2, 1
 
 
+def _ci(level: dict, digits: int = 3) -> str:
+    low, high = level["ci95"]
+    if level["mean"] is None:
+        return "-"
+    if low is None:
+        return f"{level['mean']:.{digits}f}"
+    return f"{level['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def markdown(result: dict) -> str:
+    """The report's tables, as docs/results.md shows them."""
+    lines = ["| arm | world | runs | macro AUC, run-level 95 % CI | hierarchical bootstrap CI | accuracy | NLL | "
+             "Brier | classwise ECE | C-index | moderate vs rest AUC | Grad-CAM within 5 mm (small / clinical) | "
+             "final training loss: total / classification |", "|" + "---|" * 13]
+    for arm, row in result["arms"].items():
+        m = row["metrics"]
+        hier = row["auc_macro_hierarchical"]
+        cams = " / ".join(f"{v['mean']:.2f}" for v in row["gradcam_within_5mm"].values())
+        lines.append(f"| `{arm}`{' (primary)' if row['primary'] else ''} | {row['world']} | {row['runs_done']}/"
+                     f"{row['runs_planned']} | {_ci(m['auc_macro'])} | "
+                     f"{'[%.3f, %.3f]' % tuple(hier['ci95']) if hier else '-'} | {_ci(m['accuracy'])} | "
+                     f"{_ci(m['nll'])} | {_ci(m['brier'])} | {_ci(m['ece_classwise'])} | {_ci(m['c_index'])} | "
+                     f"{_ci(m['auc_moderate_vs_rest'])} | {cams} | {row['final_train_loss']['mean']:.3f} / "
+                     f"{row['final_train_cls']['mean']:.3f} |")
+    lines += ["", "| contrast (B minus A, paired by seed) | runs | mean difference, run-level 95 % CI | per run | "
+              "hierarchical bootstrap CI | P(B not better) |", "|---|---|---|---|---|---|"]
+    for name, c in result["contrasts"].items():
+        hier = c.get("hierarchical")
+        per_run = ", ".join(f"{d:+.3f}" for d in c.get("per_run", []))
+        low, high = c["run_level"]["ci95"]
+        interval = f"{c['run_level']['mean']:+.3f}" + (f" [{low:+.3f}, {high:+.3f}]" if low is not None else "")
+        lines.append(f"| {name} | {c['run_level']['n_runs']} | {interval} | {per_run or '-'} | "
+                     f"{'[%+.3f, %+.3f]' % tuple(hier['ci95']) if hier else '-'} | "
+                     f"{'%.2f' % hier['p_not_better'] if hier else '-'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny study that checks the driver (minutes)")
@@ -361,6 +399,7 @@ def main() -> None:
     result["runs"] = [r for records in runs.values() for r in records]
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=1))
+    print(markdown(result))
     for arm, row in result["arms"].items():
         auc = row["metrics"]["auc_macro"]
         print(f"{arm:28s} runs {row['runs_done']:2d}/{row['runs_planned']:2d}  macro AUC {auc['mean']:.3f} "
