@@ -340,6 +340,10 @@ def smoke() -> None:
     STUDENT_EPOCHS, PRIMARY_RUNS, EXPLORATORY_RUNS, CAM_SMALL_CASES, NULL_NONE_CHECKED_SEEDS = 1, 2, 1, 2, 1
 
 
+def _pair(values, fmt: str = ".3f") -> str:
+    return f"[{values[0]:{fmt}}, {values[1]:{fmt}}]"
+
+
 def _ci(level: dict, digits: int = 3) -> str:
     low, high = level["ci95"]
     if level["mean"] is None:
@@ -360,7 +364,7 @@ def markdown(result: dict) -> str:
         cams = " / ".join(f"{v['mean']:.2f}" for v in row["gradcam_within_5mm"].values())
         lines.append(f"| `{arm}`{' (primary)' if row['primary'] else ''} | {row['world']} | {row['runs_done']}/"
                      f"{row['runs_planned']} | {_ci(m['auc_macro'])} | "
-                     f"{'[%.3f, %.3f]' % tuple(hier['ci95']) if hier else '-'} | {_ci(m['accuracy'])} | "
+                     f"{_pair(hier['ci95']) if hier else '-'} | {_ci(m['accuracy'])} | "
                      f"{_ci(m['nll'])} | {_ci(m['brier'])} | {_ci(m['ece_classwise'])} | {_ci(m['c_index'])} | "
                      f"{_ci(m['auc_moderate_vs_rest'])} | {cams} | {row['final_train_loss']['mean']:.3f} / "
                      f"{row['final_train_cls']['mean']:.3f} |")
@@ -372,8 +376,8 @@ def markdown(result: dict) -> str:
         low, high = c["run_level"]["ci95"]
         interval = f"{c['run_level']['mean']:+.3f}" + (f" [{low:+.3f}, {high:+.3f}]" if low is not None else "")
         lines.append(f"| {name} | {c['run_level']['n_runs']} | {interval} | {per_run or '-'} | "
-                     f"{'[%+.3f, %+.3f]' % tuple(hier['ci95']) if hier else '-'} | "
-                     f"{'%.2f' % hier['p_not_better'] if hier else '-'} |")
+                     f"{_pair(hier['ci95'], '+.3f') if hier else '-'} | "
+                     f"{format(hier['p_not_better'], '.2f') if hier else '-'} |")
     return "\n".join(lines)
 
 
