@@ -75,7 +75,7 @@ def run(stage_name: str, source: dict, device: torch.device, optimised: bool, ba
     targets = None
     if teachers and cached:
         start = time.perf_counter()
-        targets = compute_teacher_targets(teachers, as_cohort(source), device).to(device)
+        targets = compute_teacher_targets(teachers, as_cohort(source), device, rgd_map=config.rgd_map).to(device)
         build_s = time.perf_counter() - start
     stage = make_stage(stage_name, config, targets)
     model = stage.model.to(device).train()
@@ -90,7 +90,7 @@ def run(stage_name: str, source: dict, device: torch.device, optimised: bool, ba
         b = {k: v[idx.to(v.device)].to(device) for k, v in data.items()}
         if teachers and not cached:  # the previous path: both teachers run inside every step
             with autocast:
-                stage.targets = compute_teacher_targets(teachers, as_cohort(b), device).to(device)
+                stage.targets = compute_teacher_targets(teachers, as_cohort(b), device, rgd_map=config.rgd_map).to(device)
             b["case_index"] = torch.arange(len(idx), device=device)
         else:
             b["case_index"] = idx.to(device)

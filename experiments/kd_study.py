@@ -304,6 +304,10 @@ def report(root: Path) -> dict:
     checked = [max(abs(np.array(a["probabilities"]) - np.array(b["probabilities"])).max() for _ in [0])
                for a in runs.get("none", []) for b in runs.get("null_none", [])
                if a["seed"] == b["seed"] and "reused_from" not in b]
+    h3 = CONTRASTS[2][0]
+    if h3 in contrasts and (not checked or max(checked) > 0):  # the reuse rests on this check
+        contrasts[h3].update(valid=False, invalid_because="not valid: null_none's trained seeds do not reproduce "
+                                                           f"none's (max difference {max(checked, default=None)})")
     return {"sesoi": SESOI, "arms": arms, "contrasts": contrasts, "reading": reading(contrasts),
             "handcrafted_ct_baseline": references,
             "null_none_equals_none": {"seeds_trained": len(checked),
@@ -319,13 +323,17 @@ def reading(contrasts: dict) -> dict:
             continue
         low, high = contrasts[name]["run_level"]["ci95"]
         mean = contrasts[name]["run_level"]["mean"]
-        if low > 0 and mean >= SESOI:
+        if not contrasts[name].get("valid", True):
+            out[name] = contrasts[name]["invalid_because"]
+        elif low > 0 and mean >= SESOI:
             out[name] = f"supported: gain {mean:+.3f} [{low:+.3f}, {high:+.3f}] excludes 0 and reaches +{SESOI}"
         elif high < SESOI:
             out[name] = (f"not supported: gain {mean:+.3f} [{low:+.3f}, {high:+.3f}]; the interval rules out a gain "
                          f"of +{SESOI} or more")
         else:
             out[name] = f"inconclusive: gain {mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        if contrasts[name].get("valid", True) and high < 0:
+            out[name] += "; the whole interval is below 0: a loss"
     return out
 
 

@@ -25,6 +25,9 @@ def cohort():
                          spacing=torch.ones(n, 3), case_ids=[f"c{i}" for i in range(n)], key="cohort-a")
 
 
+CPU, MAP = torch.device("cpu"), "stride4"
+
+
 @pytest.fixture(scope="module")
 def teachers():
     torch.manual_seed(1)
@@ -34,7 +37,7 @@ def teachers():
 
 
 def test_targets_equal_a_direct_teacher_forward(cohort, teachers):
-    targets = teacher_cache.compute_teacher_targets(teachers, cohort, torch.device("cpu"))
+    targets = teacher_cache.compute_teacher_targets(teachers, cohort, CPU, rgd_map="deepest")
     assert targets.logits.shape == (5, 2, 3) and targets.usable.shape == (5, 2)
     assert targets.usable[:, 0].tolist() == [True, True, True, False, False]  # SF teacher needs a PET
     assert targets.usable[:, 1].all()
@@ -42,10 +45,13 @@ def test_targets_equal_a_direct_teacher_forward(cohort, teachers):
         direct = teachers[1](cohort.images[3:5], cohort.available[3:5], cohort.region_labels[3:5])
     torch.testing.assert_close(targets.logits[3:5, 1], direct.logits)
     assert targets.nodes[1].shape == (5, 3, direct.features.shape[1])
+    fine = teacher_cache.compute_teacher_targets(teachers, cohort, CPU, rgd_map="stride4")
+    assert fine.nodes[0].shape[2] == 2 * direct.scales[0].shape[1]  # both SF branches' stride-4 maps
+    torch.testing.assert_close(fine.logits, targets.logits)  # the map the nodes pool changes nothing else
 
 
 def test_cache_is_written_once_then_reused(cohort, teachers, tmp_path, monkeypatch):
-    first = teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, torch.device("cpu"))
+    first = teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, CPU, rgd_map=MAP)
     files = list(tmp_path.glob("teachers-*.safetensors"))
     assert len(files) == 1
 
@@ -53,24 +59,25 @@ def test_cache_is_written_once_then_reused(cohort, teachers, tmp_path, monkeypat
         raise AssertionError("the teachers ran although the cache was intact")
 
     monkeypatch.setattr(teacher_cache, "compute_teacher_targets", fail)
-    again = teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, torch.device("cpu"))
+    again = teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, CPU, rgd_map=MAP)
     torch.testing.assert_close(again.logits, first.logits)
     for a, b in zip(again.nodes, first.nodes):
         torch.testing.assert_close(a, b)
 
 
 def test_another_teacher_or_cohort_builds_another_file(cohort, teachers, tmp_path):
-    teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, torch.device("cpu"))
-    teacher_cache.load_or_build(tmp_path, teachers, ["c" * 64, "b" * 64], cohort, torch.device("cpu"))
+    teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, CPU, rgd_map=MAP)
+    teacher_cache.load_or_build(tmp_path, teachers, ["c" * 64, "b" * 64], cohort, CPU, rgd_map=MAP)
     other = CohortTensors(**{**cohort.__dict__, "key": "cohort-b"})
-    teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], other, torch.device("cpu"))
-    assert len(list(tmp_path.glob("teachers-*.safetensors"))) == 3
+    teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], other, CPU, rgd_map=MAP)
+    teacher_cache.load_or_build(tmp_path, teachers, ["a" * 64, "b" * 64], cohort, CPU, rgd_map="deepest")
+    assert len(list(tmp_path.glob("teachers-*.safetensors"))) == 4  # another graph map is another file
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "foreign"])
 def test_damaged_cache_is_rebuilt_with_a_message(cohort, teachers, tmp_path, damage):
     sha = ["a" * 64, "b" * 64]
-    good = teacher_cache.load_or_build(tmp_path, teachers, sha, cohort, torch.device("cpu"))
+    good = teacher_cache.load_or_build(tmp_path, teachers, sha, cohort, CPU, rgd_map=MAP)
     (path,) = tmp_path.glob("teachers-*.safetensors")
     data = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -80,11 +87,11 @@ def test_damaged_cache_is_rebuilt_with_a_message(cohort, teachers, tmp_path, dam
         path.write_bytes(bytes(data))
     else:  # a valid cache of another cohort copied over this name
         other = CohortTensors(**{**cohort.__dict__, "key": "elsewhere"})
-        teacher_cache.load_or_build(tmp_path / "x", teachers, sha, other, torch.device("cpu"))
+        teacher_cache.load_or_build(tmp_path / "x", teachers, sha, other, CPU, rgd_map=MAP)
         path.write_bytes(next((tmp_path / "x").glob("*.safetensors")).read_bytes())
     messages = []
-    rebuilt = teacher_cache.load_or_build(tmp_path, teachers, sha, cohort, torch.device("cpu"),
-                                          notify=messages.append)
+    rebuilt = teacher_cache.load_or_build(tmp_path, teachers, sha, cohort, CPU, notify=messages.append,
+                                          rgd_map=MAP)
     assert len(messages) == 1 and "rebuilding" in messages[0]
     assert {"truncate": "unreadable", "flip": "checksum", "foreign": "another"}[damage] in messages[0]
     torch.testing.assert_close(rebuilt.logits, good.logits)

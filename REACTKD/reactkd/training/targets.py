@@ -115,6 +115,9 @@ def plan_teachers(config: TrainConfig, given: dict[str, list], records: list[Cas
                 raise ModelPackageError(f"{path}: not a cross-fitted teacher of {folds} folds (train it with "
                                         "--cross-fit-part)")
             part = record.get("part")
+            if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part < folds:
+                raise ModelPackageError(f"{path}: its cross-fitting record names part {part!r}, not one of 0 to "
+                                        f"{folds - 1}")
             if part in by_part:
                 raise ConfigError(f"{path}: a second --{kind} package for cross-fitting part {part}")
             if set(record.get("held_out_cases", [])) != {records[i].case_id for i in parts[part]}:

@@ -46,7 +46,7 @@ class TeacherTargets:
         return {k: v.detach().cpu().contiguous() for k, v in named.items()}
 
 
-def cache_key(teacher_sha256: Sequence[str], cohort_key: str, rgd_map: str = "deepest") -> str:
+def cache_key(teacher_sha256: Sequence[str], cohort_key: str, rgd_map: str) -> str:
     text = json.dumps([FORMAT_VERSION, list(teacher_sha256), cohort_key, rgd_map])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -62,9 +62,10 @@ def _content_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 @torch.no_grad()
 def compute_teacher_targets(teachers: Sequence[torch.nn.Module], cohort: CohortTensors,
-                            device: torch.device, rgd_map: str = "deepest") -> TeacherTargets:
+                            device: torch.device, *, rgd_map: str) -> TeacherTargets:
     """Run every teacher over the whole cohort (eval mode, un-dropped inputs) in batches; node features pool
-    the map ``rgd_map`` names (``models.graph_map``)."""
+    the map ``rgd_map`` names (``models.graph_map``; required: the student's nodes must pool the same kind of
+    map, and a default would let the two differ silently)."""
     n_max = max(int(cohort.n_nodes.max()), 1)
     logits, nodes, usable = [], [[] for _ in teachers], []
     for start in range(0, len(cohort), BATCH):
@@ -86,7 +87,7 @@ def compute_teacher_targets(teachers: Sequence[torch.nn.Module], cohort: CohortT
 
 def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_sha256: Sequence[str],
                   cohort: CohortTensors, device: torch.device,
-                  notify: Callable[[str], None] = print, rgd_map: str = "deepest") -> TeacherTargets:
+                  notify: Callable[[str], None] = print, *, rgd_map: str) -> TeacherTargets:
     """The cached targets when the file is present and intact, else computed and written atomically."""
     key = cache_key(teacher_sha256, cohort.key, rgd_map)
     path = Path(cache_dir) / f"teachers-{key}.safetensors"
@@ -96,7 +97,7 @@ def load_or_build(cache_dir: Path, teachers: Sequence[torch.nn.Module], teacher_
             return TeacherTargets(tensors["logits"], [tensors[f"nodes.{i}"] for i in range(len(teachers))],
                                   tensors["usable"])
         notify(f"teacher cache {path} is {problem}; rebuilding it")
-    targets = compute_teacher_targets(teachers, cohort, device, rgd_map)
+    targets = compute_teacher_targets(teachers, cohort, device, rgd_map=rgd_map)
     tensors = targets.tensors()
     header = {"key": key, "sha256": _content_digest(tensors), "cases": str(len(cohort)),
               "teachers": json.dumps(list(teacher_sha256))}
