@@ -125,6 +125,7 @@ def run_train(args: argparse.Namespace) -> Path:
     started = time.monotonic()
     result = trainer.run(resume=args.resume)
     train_seconds = time.monotonic() - started
+    conformal = trainer.conformal_calibration()  # every rank: the validation predictions are gathered
     out = Path(args.out)
     if dist_ctx.is_main:
         summary = {"manifest": str(args.manifest), "fold": args.fold, "folds": args.folds,
@@ -143,7 +144,7 @@ def run_train(args: argparse.Namespace) -> Path:
 
             summary["low_dose"] = {"doses": list(config.doses), "simulated_on": "native CT, before preprocessing",
                                    **simulator_settings()}
-        trainer.write_package(result, summary)
+        trainer.write_package(result, summary, conformal)
         progress.done(model_dir=str(out.resolve()), best_epoch=result.best_epoch,
                       best_val_macro_auc=result.best_auc)
         if progress.mode != "json":

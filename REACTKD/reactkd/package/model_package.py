@@ -178,6 +178,14 @@ def metadata_problems(metadata: dict) -> list[str]:
     else:
         problems += GraphSettings.problems({k: v for k, v in graph.items() if k not in RECORDED_LOSS_KEYS})
         problems += rgd_problems({k: v for k, v in graph.items() if k in RECORDED_LOSS_KEYS}, prefix="graph.")
+    conformal = metadata.get("conformal")
+    if conformal is not None and not (isinstance(conformal, dict) and "unavailable" in conformal):
+        from reactkd.conformal import ConformalCalibration
+
+        try:
+            ConformalCalibration.from_dict(conformal, n_classes=len(metadata.get("class_names") or [0, 0, 0]))
+        except (ValueError, ReactKDError) as exc:
+            problems.append(f"invalid conformal calibration ({exc})")
     return problems
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from reactkd import __version__
 from reactkd.atomic import atomic_path
 from reactkd.cohort.cache import TENSOR_FIELDS, CohortTensors
+from reactkd.conformal import DEFAULT_LEVEL, calibrate
 from reactkd.errors import ConfigError
 from reactkd.package.model_package import save_package
 from reactkd.progress import Progress
@@ -222,7 +223,21 @@ class Trainer:
         with atomic_path(folder / BEST_FILE) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
 
-    def write_package(self, result: TrainResult, summary: dict) -> Path:
+    def conformal_calibration(self, level: float = DEFAULT_LEVEL) -> dict:
+        """Class-conditional split-conformal calibration (``reactkd.conformal``) of the best weights on the inner
+        validation cases, on the stage's validation inputs (the student: CT alone). Every rank takes part (the
+        predictions are gathered). Those cases also chose the epoch: a small optimism, stated in the record."""
+        self.model.load_state_dict(load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE)))
+        probs = self.predict(self.val_idx)
+        labels = self.cohort.labels[self.val_idx.to(self.cohort.labels.device)].cpu().numpy()
+        try:
+            calibration = calibrate(labels, probs, level)
+        except ConfigError as exc:  # a grade missing from a tiny validation split: the package has no sets
+            return {"unavailable": str(exc)}
+        return {**calibration.to_dict(), "notes": calibration.notes,
+                "calibrated_on": f"the inner validation split ({len(labels)} cases, which also chose the epoch)"}
+
+    def write_package(self, result: TrainResult, summary: dict, conformal: dict | None = None) -> Path:
         """Load the best weights and write the model package (model.safetensors + metadata.json) to out_dir."""
         state = load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE))
         self.model.load_state_dict(state)
@@ -242,6 +257,7 @@ class Trainer:
             "training": {**summary, "best_epoch": result.best_epoch, "best_val_macro_auc": result.best_auc,
                          "epochs_run": len(result.history), "history": result.history,
                          "config": config_to_dict(self.config)},
+            **({"conformal": conformal} if conformal is not None else {}),
             "intended_use": "Research on HCC grading. Not a medical device; not for clinical use.",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
