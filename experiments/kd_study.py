@@ -257,14 +257,20 @@ def handcrafted_reference(root: Path, world: str) -> dict:
     return result
 
 
+def cam_by_size(record: dict) -> dict[str, float]:
+    """A run's Grad-CAM shares by cohort size (the small test cohort's name differs by world; a reused
+    run keeps its source's)."""
+    shares = record["gradcam_within_5mm"]
+    return {"small": next(v for k, v in shares.items() if k.startswith("test-")), "clinical": shares["cam-clinical"]}
+
+
 def report(root: Path) -> dict:
     runs = load_runs(root)
     arms = {}
     for arm, records in runs.items():
         labels, probs = stacked(records)
         metrics = {name: run_level([r["metrics"][name] for r in records]) for name in records[0]["metrics"]}
-        cams = {size: run_level([r["gradcam_within_5mm"][size] for r in records])
-                for size in records[0]["gradcam_within_5mm"]}
+        cams = {size: run_level([cam_by_size(r)[size] for r in records]) for size in ("small", "clinical")}
         arms[arm] = {"world": ARMS[arm][0], "primary": ARMS[arm][3], "runs_planned": runs_of(arm),
                      "runs_done": len(records), "metrics": metrics,
                      "auc_macro_hierarchical": hierarchical_bootstrap(labels, probs) if len(records) > 1 else None,
@@ -410,7 +416,7 @@ def main() -> None:
     runs = load_runs(args.root)
     result["runs"] = [r for records in runs.values() for r in records]
     if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=1))
+        write_text_atomic(args.json, json.dumps(result, separators=(",", ":")))  # every run: compact
     print(markdown(result))
     for arm, row in result["arms"].items():
         auc = row["metrics"]["auc_macro"]
