@@ -104,8 +104,11 @@ def command(args: list[str]) -> None:
 
 def write_config(path: Path, overrides: dict, seed: int) -> Path:
     base = yaml.safe_load(CONFIG.read_text())
-    merged = {**base, **{k: v for k, v in overrides.items() if k != "student"}, "seed": seed, "split_seed": 0,
-              "cross_fit_folds": CROSS_FIT_FOLDS}
+    # The study ran on the defaults of 2026-12-01 for what demo.yaml leaves open; pinned so that a later edit of
+    # demo.yaml (its rgd_map for the shipped student) does not change a rerun.
+    pinned = {"rgd_map": "stride4", "rgd_kind": "gw", "ct_only_share": 0.5, "teacher_targets": "cross_fitted"}
+    merged = {**base, **pinned, **{k: v for k, v in overrides.items() if k != "student"}, "seed": seed,
+              "split_seed": 0, "cross_fit_folds": CROSS_FIT_FOLDS}
     merged["preprocessing"] = {**base.get("preprocessing", {}), "grid": GRID}
     merged["student"] = {**base.get("student", {}), **overrides.get("student", {})}
     path.parent.mkdir(parents=True, exist_ok=True)
