@@ -4,16 +4,13 @@ guarantee on exchangeable draws, contiguity over the ordinal grades, and refusal
 import numpy as np
 import pytest
 
+from graded_draws import graded_draws
 from reactkd.conformal import ConformalCalibration, calibrate, coverage, describe, p_values, prediction_sets
 from reactkd.errors import ConfigError
 
 
 def draw(n, seed, signal=1.2):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    logits = rng.normal(size=(n, 3)) + signal * np.eye(3)[y]
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return y, probs
+    return graded_draws(n, seed, signal)
 
 
 def test_p_values_and_sets_match_crepes_mondrian_classifier():

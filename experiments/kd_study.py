@@ -310,7 +310,7 @@ def report(root: Path) -> dict:
         contrasts["v2 gain minus null-world gain (privileged information beyond regularisation)"] = {
             "seeds": seeds, "run_level": run_level([(gain[s] - base[s]) - (null_gain[s] - null_base[s]) for s in seeds])}
     references = {world: handcrafted_reference(root, world) for world in ("v2", "null")}
-    checked = [max(abs(np.array(a["probabilities"]) - np.array(b["probabilities"])).max() for _ in [0])
+    checked = [float(np.abs(np.array(a["probabilities"]) - np.array(b["probabilities"])).max())
                for a in runs.get("none", []) for b in runs.get("null_none", [])
                if a["seed"] == b["seed"] and "reused_from" not in b]
     h3 = CONTRASTS[2][0]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from graded_draws import graded_draws
 from reactkd.evaluation.study import (
     classwise_ece,
     hierarchical_bootstrap,
@@ -18,11 +19,7 @@ from reactkd.evaluation.study import (
 
 
 def cohort(n=300, seed=0, signal=1.5):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    logits = rng.normal(size=(n, 3)) + signal * np.eye(3)[y]
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return y, probs
+    return graded_draws(n, seed, signal)
 
 
 def test_classwise_ece_by_hand():
