@@ -194,3 +194,13 @@ def test_split_seed_lets_students_of_several_seeds_share_the_teachers_split():
     assert PackageSplit.of(metadata).seed == 1
     metadata["training"]["config"]["split_seed"] = None
     assert PackageSplit.of(metadata).seed == 7
+
+
+def test_the_oracle_is_one_teacher_of_weight_one_whatever_the_teacher_weights():
+    from reactkd.training.stages import StudentStage
+
+    oracle = oracle_targets(records_of([0, 1, 2], [0.2, 1.5, 2.8]), [0, 1, 2])
+    assert StudentStage.default_weights(TrainConfig(teacher_weights=[0.0, 1.0]), oracle) == [1.0]
+    two = TeacherTargets(torch.zeros(3, 2, 3), [torch.zeros(3, 2, 4)] * 2, torch.ones(3, 2, dtype=torch.bool))
+    assert StudentStage.default_weights(TrainConfig(teacher_weights=[0.3, 0.7]), two) == [0.3, 0.7]
+    assert StudentStage.default_weights(TrainConfig(), None) == []

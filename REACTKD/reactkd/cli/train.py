@@ -114,9 +114,7 @@ def run_train(args: argparse.Namespace) -> Path:
         cohort = _place_cohort(cohort, device)
     targets = build_targets(plan, records, train_idx, cohort, cache_dir, device, config.rgd_map, progress)
     torch.manual_seed(config.seed)  # identical initial weights on every rank and every run
-    # The oracle is one 'teacher' of weight 1, whatever teacher_weights says about the networks it replaces.
-    weights = None if plan is None else plan.weights if plan.kinds else [1.0]
-    stage = make_stage(args.stage, config, targets, weights)
+    stage = make_stage(args.stage, config, targets, plan.weights if plan is not None and plan.kinds else None)
     if targets is not None:
         stage.to(device)
     trainer = Trainer(stage, cohort, train_idx, val_idx, config, args.out, device, progress, dist_ctx)

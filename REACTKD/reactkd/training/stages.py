@@ -103,12 +103,18 @@ class StudentStage(Stage):
                  weights: list[float] | None = None) -> None:
         super().__init__(model, config)
         self.targets = targets
-        # One weight per teacher in ``targets`` (the plan's kinds: SF, dose or both; the oracle is one).
-        self.weights = list(weights) if weights is not None else \
-            list(config.teacher_weights[:len(targets.nodes) or 1]) if targets is not None else []
+        self.weights = list(weights) if weights is not None else self.default_weights(config, targets)
         # Samples the student saw with CT alone, and all of them (the CT-only exposure the package records),
         # counted on the training device: no host sync per step.
         self.exposure = torch.zeros(2, dtype=torch.long)
+
+    @staticmethod
+    def default_weights(config: TrainConfig, targets: TeacherTargets | None) -> list[float]:
+        """One weight per teacher in ``targets``: the config's, or 1 for the oracle (targets without graph
+        nodes: one 'teacher' whatever teacher_weights says about the networks it replaces)."""
+        if targets is None:
+            return []
+        return list(config.teacher_weights[:targets.logits.shape[1]]) if targets.nodes else [1.0]
 
     def ct_only_exposure(self) -> float | None:
         """Realised share of training samples the student saw with CT alone (1 for a CT-only network)."""
