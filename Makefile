@@ -60,9 +60,8 @@ DEMO_DOSES  := 1,0.5,0.25,0.1,0.05
 DEMO_TRAIN  = $(BIN)/reactkd train --manifest $(DEMO_COHORT) --device $(DEMO_DEVICE) --resume
 DEMO_EVAL   = $(BIN)/reactkd evaluate --manifest $(DEMO_COHORT) --fold 0 --folds 3 --device $(DEMO_DEVICE) \
               --doses $(DEMO_DOSES)
-# The student line reproduces the shipped student, trained before cross-fitted targets existed (in-sample
-# teachers); it changes to the setting the pre-registered study supports (docs/preregistration.md) when the
-# shipped student is retrained.
+# The student learns without teachers (alpha 0, lambda_graph 0 in the demo config): the setting the
+# pre-registered distillation study supports (docs/preregistration.md, decision rule; docs/results.md).
 train-demo: $(STAMP)
 	test -f $(DEMO_COHORT) || $(BIN)/reactkd synth --out $(DEMO_BUILD)/cohort --cases 240 --size clinical \
 	  --world v2 --seed 7
@@ -74,8 +73,7 @@ train-demo: $(STAMP)
 	$(BIN)/python experiments/pet_scale.py choose --config $(DEMO_CONFIG) --out $(DEMO_BUILD)/config.yaml \
 	  --chosen $(DEMO_BUILD)/teacher-sf $(DEMO_BUILD)/teacher-sf-liver $(DEMO_BUILD)/teacher-sf-percentile
 	$(DEMO_TRAIN) --config $(DEMO_BUILD)/config.yaml --stage teacher-dose --out $(DEMO_BUILD)/teacher-dose --epochs 6
-	$(DEMO_TRAIN) --config $(DEMO_BUILD)/config.yaml --stage student --out $(DEMO_BUILD)/student --epochs 15 \
-	  --teacher-sf $(DEMO_BUILD)/teacher-sf --teacher-dose $(DEMO_BUILD)/teacher-dose --teacher-targets in_sample
+	$(DEMO_TRAIN) --config $(DEMO_BUILD)/config.yaml --stage student --out $(DEMO_BUILD)/student --epochs 15
 	for stage in teacher-sf teacher-dose student; do \
 	  $(DEMO_EVAL) --model $(DEMO_BUILD)/$$stage --out $(DEMO_BUILD)/evaluation-$$stage || exit 1; \
 	  rm -rf $(DEMO_MODELS)/reactkd-demo-$$stage && mkdir -p $(DEMO_MODELS)/reactkd-demo-$$stage && \

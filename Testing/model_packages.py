@@ -9,7 +9,8 @@ from reactkd.package.model_package import save_package
 from reactkd.preprocessing import PreprocessConfig
 
 
-def make_package(folder: Path, architecture: str = "student", grid=(16, 32, 32), seed: int = 0, **kwargs) -> Path:
+def make_package(folder: Path, architecture: str = "student", grid=(16, 32, 32), seed: int = 0,
+                 extra_metadata: dict | None = None, **kwargs) -> Path:
     import torch
 
     torch.manual_seed(seed)
@@ -22,5 +23,5 @@ def make_package(folder: Path, architecture: str = "student", grid=(16, 32, 32),
                 "input_modalities": list(model.input_modalities),
                 "preprocessing": PreprocessConfig(grid=tuple(grid)).to_dict(),
                 "stage": {"student": "student", "sf_teacher": "teacher-sf", "dose_teacher": "teacher-dose"}[architecture],
-                "graph": {"max_tumours": 8, "liver_parcels": 4, "ring_mm": 5.0}}
+                "graph": {"max_tumours": 8, "liver_parcels": 4, "ring_mm": 5.0}, **(extra_metadata or {})}
     return save_package(model, folder, metadata=metadata)

@@ -74,3 +74,26 @@ def test_round_trip_notes_and_refusals():
         ConformalCalibration.from_dict(tampered)
     assert describe(["moderate", "poor"], 0.9) == "moderate or poor, 90 % set"
     assert describe(["well"], 0.8) == "well, 80 % set"
+
+
+def test_a_stored_calibration_is_read_at_its_level_or_another_and_explains_its_absence():
+    from reactkd.conformal import REFER, case_set, from_metadata
+
+    labels = np.arange(60) % 3
+    probs = np.random.default_rng(1).dirichlet(np.ones(3), 60)
+    block = calibrate(labels, probs, 0.9).to_dict()
+    names = ["well", "moderate", "poor"]
+    stored, reason = from_metadata({"conformal": block, "class_names": names})
+    assert reason is None and stored.level == 0.9
+    other, _ = from_metadata({"conformal": block, "class_names": names}, level=0.5)
+    assert other.level == 0.5 and other.scores == stored.scores
+    assert from_metadata({"class_names": names})[0] is None
+    assert "grade 2" in from_metadata({"conformal": {"unavailable": "no case of grade 2"}, "class_names": names})[1]
+    with pytest.raises(ConfigError):
+        from_metadata({"conformal": block, "class_names": names}, level=1.0)
+    single = case_set(stored, [0.98, 0.01, 0.01], names)
+    assert single["prediction_set"] == ["well"] and single["prediction_set_text"] == "well, 90 % set"
+    wide = case_set(stored, [0.34, 0.33, 0.33], names)
+    assert len(wide["prediction_set"]) > 1 and wide["prediction_set_text"].startswith(REFER)
+    none = case_set(None, [0.5, 0.3, 0.2], names, reason="why not")
+    assert none["prediction_set"] is None and none["prediction_set_text"] == "no prediction set: why not"

@@ -355,6 +355,8 @@ class REACTKDWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def showResultSummary(self, result):
         self.ui.gradeLabel.text = _("Grade: {grade}").format(grade=result.grade)
+        # The prediction set first: "refer: the image alone does not settle the grade (...)" must not be missed.
+        self.ui.trustLabel.text = "\n".join(result.trust_lines())
         layout = self.ui.probabilitiesFrame.layout()
         while layout.rowCount():  # removeRow deletes the row's widgets and the row (takeAt left empty rows)
             layout.removeRow(0)

@@ -48,6 +48,10 @@ class ConformalCalibration:
         return [f"grade {k}: {n} calibration case(s), fewer than the {need} a {self.level:.0%} set needs to ever "
                 "leave this grade out" for k, n in enumerate(self.n_per_class) if n < need]
 
+    def at_level(self, level: float) -> ConformalCalibration:
+        """The same calibration at another nominal level (the scores do not depend on it)."""
+        return ConformalCalibration(check_level(level), self.scores)
+
     def to_dict(self) -> dict:
         return {"method": METHOD, "level": self.level, "n_calibration": self.n_per_class,
                 "scores": [list(s) for s in self.scores]}
@@ -124,3 +128,35 @@ def coverage(labels: Sequence[int], sets: np.ndarray) -> dict:
                                    for k in range(sets.shape[1])],
             "mean_set_size": float(sets.sum(axis=1).mean()) if len(hit) else None,
             "single_grade_share": float((sets.sum(axis=1) == 1).mean()) if len(hit) else None, "n": int(len(hit))}
+
+
+#: What a set of more than one grade means for the reader.
+REFER = "refer: the image alone does not settle the grade"
+
+
+def from_metadata(metadata: dict, level: float | None = None) -> tuple[ConformalCalibration | None, str | None]:
+    """A model package's stored calibration (at `level`, default its own), or None and why there is none. The
+    block was validated and sealed when the package was loaded (``metadata_problems``)."""
+    block = metadata.get("conformal")
+    if level is not None:
+        check_level(level)
+    if block is None:
+        return None, "the model package has no conformal calibration (trained before prediction sets existed)"
+    if "unavailable" in block:
+        return None, f"the model package has no conformal calibration ({block['unavailable']})"
+    calibration = ConformalCalibration.from_dict(block, n_classes=len(metadata["class_names"]))
+    return (calibration if level is None else calibration.at_level(level)), None
+
+
+def case_set(calibration: ConformalCalibration | None, probs: Sequence[float], class_names: Sequence[str],
+             reason: str | None = None) -> dict:
+    """One case's prediction set as ``result.json`` holds it: the grades, the level, the set in plain words
+    and whether it says refer (more than one grade). Without a calibration: no set, and `reason`."""
+    if calibration is None:
+        return {"prediction_set": None, "prediction_set_level": None,
+                "prediction_set_text": f"no prediction set: {reason or 'no calibration'}"}
+    members = [name for name, inside in zip(class_names, prediction_sets(calibration, np.asarray([probs]))[0])
+               if inside]
+    text = describe(members, calibration.level)
+    return {"prediction_set": members, "prediction_set_level": calibration.level,
+            "prediction_set_text": text if len(members) == 1 else f"{REFER} ({text})"}

@@ -7,6 +7,9 @@ from pathlib import Path
 CLASS_NAMES = ("well", "moderate", "poor")
 #: Image channels, in order, of every model input tensor (B, 3, D, H, W).
 MODALITIES = ("ct", "pet_fdg", "pet_act")
+#: Input combinations a model is evaluated (and a case is asked "what if") on: name -> flag per MODALITIES channel.
+MODALITY_SUBSETS = {"ct": (True, False, False), "ct+fdg": (True, True, False), "ct+act": (True, False, True),
+                    "all": (True, True, True)}
 #: Classification heads: region-aware pooling (default) or the paper's global average pooling.
 HEADS = ("region", "global")
 #: Training stages, as the command line and package metadata spell them.

@@ -17,6 +17,7 @@ from reactkd.images.readers import read_image
 from reactkd.inference.batch import RESULTS_FILE, grade_manifest
 from reactkd.inference.classifier import Classifier
 from reactkd.inference.outputs import OUTPUT_FILES, write_outputs
+from reactkd.inference.result import probabilities_text
 from reactkd.output_paths import check_output
 
 
@@ -62,16 +63,16 @@ def run_classify(args: argparse.Namespace) -> int | None:
     check_output(args.out, folder=True, names=OUTPUT_FILES,
                  inputs=[args.ct, args.mask, args.seg, args.liver, args.tumor, args.pet_fdg, args.pet_act, args.model])
     ct, mask, fdg, act = read_case(args)
-    classifier = Classifier(args.model, device=args.device)
+    classifier = Classifier(args.model, device=args.device, set_level=args.set_level)
     result = classifier.classify(ct, mask, fdg, act)
     write_outputs(result, args.out, ct, mask, fdg, act, render=not args.no_render)
     print(summary_text(result, args.out))
 
 
 def summary_text(result, out_dir) -> str:
-    probs = ", ".join(f"{name} {p:.3f}" for name, p in result.probabilities.items())
-    lines = [f"grade: {result.grade} ({probs})", f"model: {result.model['name']} {result.model['version']} "
-             f"on {result.device}; inputs: {', '.join(result.inputs)}",
+    lines = [f"grade: {result.grade} ({probabilities_text(result.probabilities)})", *result.trust_lines(),
+             f"model: {result.model['name']} {result.model['version']} on {result.device}; "
+             f"inputs: {', '.join(result.inputs)}",
              "timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items()),
              f"outputs: {out_dir}"]
     lines += [f"warning: {w}" for w in result.warnings]
@@ -91,7 +92,8 @@ def _run_manifest(args: argparse.Namespace) -> int:
             print(one_line(f"[{event['index']}/{event['total']}] {event['case_id']}: {event['status']} ({detail})"),
                   flush=True)
 
-    graded, rows = grade_manifest(args.manifest, args.out, args.model, args.device, not args.no_render, report)
+    graded, rows = grade_manifest(args.manifest, args.out, args.model, args.device, not args.no_render, report,
+                                  set_level=args.set_level)
     failed = [row for row in rows if row.get("status") != "ok"]
     table = Path(args.out) / RESULTS_FILE
     if args.progress == "json":

@@ -19,9 +19,9 @@ from reactkd.graph.settings import GraphSettings
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.progress import Progress
+from reactkd.vocabulary import MODALITY_SUBSETS
 
-SUBSETS = {"ct": (True, False, False), "ct+fdg": (True, True, False), "ct+act": (True, False, True),
-           "all": (True, True, True)}
+SUBSETS = MODALITY_SUBSETS
 BATCH = 8
 
 
@@ -135,10 +135,19 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     overall_key = next((k for k in preferred if k in modalities), next(iter(modalities), None))
     if overall_key is None:
         raise ConfigError("no case has the modalities this model needs")
+    from reactkd.conformal import from_metadata
+
+    conformal, no_set_reason = from_metadata(meta)
     report = write_evaluation_report(args.out, {"overall": modalities[overall_key]}, meta["class_names"],
-                                     doses=doses or None, modalities=modalities)
+                                     doses=doses or None, modalities=modalities, conformal=conformal,
+                                     no_set_reason=no_set_reason or "")
     auc = report["sections"]["overall"]["auc_macro"] if "sections" in report else None
     progress.done(out=str(Path(args.out).resolve()), auc_macro=auc)
     if progress.mode != "json":
         print(f"wrote {Path(args.out) / 'metrics.json'} ({len(labels)} cases; macro AUC {auc})")
+        sets = report["sections"]["overall"]["prediction_sets"]
+        if "coverage" in sets:
+            low, high = sets["coverage_ci95"]
+            print(f"prediction sets ({sets['level']:.0%}): coverage {sets['coverage']:.3f} [{low:.3f}, {high:.3f}], "
+                  f"mean set size {sets['mean_set_size']:.2f}")
     return report

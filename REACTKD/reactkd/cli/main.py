@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--out", required=True, type=Path, help="output folder (result.json, attention maps, ...)")
     classify.add_argument("--device", choices=DEVICES, default="auto", help="compute device (auto: CUDA when usable)")
     classify.add_argument("--no-render", action="store_true", help="skip overview.png and scene.mrb")
+    classify.add_argument("--set-level", type=float, default=None, metavar="LEVEL",
+                          help="nominal coverage of the prediction set, strictly between 0 and 1 "
+                               "(default: the level the model package was calibrated at, 0.9)")
     classify.add_argument("--progress", choices=("auto", "json", "none"), default="auto",
                           help="with --manifest: a line per case (auto) or one JSON event per case (json)")
 

@@ -160,28 +160,39 @@ class _ResultsTable:
 
 
 def grade_manifest(manifest: str | Path, out_dir: str | Path, model: str | Path | None = None, device: str = "auto",
-                   render: bool = False, progress=None) -> tuple[int, list[dict]]:
+                   render: bool = False, progress=None, set_level: float | None = None) -> tuple[int, list[dict]]:
     """Grade every case; returns (number graded now, all result rows). `progress(event)` gets one dict per
-    case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}."""
+    case: {"event": "case", "index", "total", "case_id", "status", "grade" | "error"}. `set_level`: the
+    prediction sets' nominal coverage (default: the package's)."""
     from reactkd.inference.classifier import Classifier
 
     out_dir = check_output(out_dir, folder=True, inputs=[manifest, model], names=(RESULTS_FILE,))
     cases = read_grading_manifest(manifest)
     with folder_lock(out_dir, wait=False):  # a second batch into the same folder is refused, not interleaved
         _check_case_folders(cases, out_dir)
-        return _grade(cases, out_dir, Classifier(model, device=device), render, progress)
+        return _grade(cases, out_dir, Classifier(model, device=device, set_level=set_level), render, progress)
 
 
-def _kept_row(case: GradingCase, before: dict | None, model_sha: str, out_dir: Path) -> dict | None:
-    """The earlier row of this case when it graded exactly these inputs with this model, else None."""
+def _kept_row(case: GradingCase, before: dict | None, model_sha: str, out_dir: Path, level: str) -> dict | None:
+    """The earlier row of this case when it graded exactly these inputs with this model (and prediction-set
+    level), else None."""
     if (case.problem or not before or before.get("status") != "ok" or before.get("model_sha256") != model_sha
-            or not (out_dir / CASES_FOLDER / case.case_id / "result.json").is_file()):
+            or before.get("prediction_set_level", "") != level or not (out_dir / CASES_FOLDER / case.case_id / "result.json").is_file()):
         return None
     try:
         fingerprint = input_fingerprint(case.paths)
     except ReactKDError:
         return None
     return {**before, "case_id": case.case_id} if before.get(FINGERPRINT_COLUMN) == fingerprint else None
+
+
+def set_columns(result, level: str) -> dict[str, str]:
+    """The prediction-set cells of a row: the grades ("moderate or poor"), the level, and refer (yes/no);
+    empty when the package has no calibration (result.json says why)."""
+    if result.prediction_set is None:
+        return {"prediction_set": "", "prediction_set_level": "", "refer": ""}
+    return {"prediction_set": " or ".join(result.prediction_set), "prediction_set_level": level,
+            "refer": "yes" if len(result.prediction_set) > 1 else "no"}
 
 
 def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, progress) -> tuple[int, list[dict]]:
@@ -191,11 +202,13 @@ def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, pr
 
     class_names = list(classifier.metadata["class_names"])
     model_sha = str(classifier.metadata["sha256"])
-    fields = ["case_id", "status", "grade", *[f"p_{name}" for name in class_names], "model_sha256", "inputs",
-              "warnings", "error", "outputs", *INPUT_COLUMNS, FINGERPRINT_COLUMN]
+    fields = ["case_id", "status", "grade", *[f"p_{name}" for name in class_names], "prediction_set",
+              "prediction_set_level", "refer", "model_sha256", "inputs", "warnings", "error", "outputs",
+              *INPUT_COLUMNS, FINGERPRINT_COLUMN]
+    level = f"{classifier.conformal.level:g}" if classifier.conformal is not None else ""
     previous = _load_previous(out_dir / RESULTS_FILE, model_sha)
     kept = {case.case_id: row for case in cases
-            if (row := _kept_row(case, previous.get(neutralised(case.case_id)), model_sha, out_dir))}
+            if (row := _kept_row(case, previous.get(neutralised(case.case_id)), model_sha, out_dir, level))}
     table = _ResultsTable(out_dir / RESULTS_FILE, fields, [kept[c.case_id] for c in cases if c.case_id in kept])
     rows, graded, final = [], 0, None
     try:
@@ -221,6 +234,7 @@ def _grade(cases: list[GradingCase], out_dir: Path, classifier, render: bool, pr
                                   images.get("pet_act"), render=render)
                     row.update(status="ok", grade=result.grade, inputs="+".join(result.inputs),
                                warnings=" | ".join(result.warnings), outputs=f"{CASES_FOLDER}/{case.case_id}",
+                               **set_columns(result, level),
                                **{f"p_{name}": f"{result.probabilities[name]:.6f}" for name in class_names})
                     graded += 1
                 except ReactKDError as exc:

@@ -15,11 +15,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from reactkd.conformal import case_set, from_metadata
 from reactkd.devices import is_out_of_memory, resolve_device
 from reactkd.errors import ModelPackageError, ReactKDError
 from reactkd.graph import RegionSet, head_region_labels
+from reactkd.inference.input_checks import segmentation_warnings
 from reactkd.inference.region_graph import case_regions, region_graph
 from reactkd.inference.result import ClassificationResult
+from reactkd.inference.what_if import what_if_probabilities, what_if_subsets, what_if_table
 from reactkd.memory import check_memory, classify_peak_bytes
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import (
@@ -44,6 +47,7 @@ class Classifier:
     Args:
         model_dir: a model package folder (default: the shipped CT student).
         device: "auto" (CUDA when usable, else CPU), "cuda" or "cpu".
+        set_level: nominal coverage of the prediction sets (default: the level the package was calibrated at).
 
     Example:
         >>> from reactkd.cohort.synth import generate_case
@@ -53,8 +57,13 @@ class Classifier:
         (True, 1.0)
     """
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "auto") -> None:
+    def __init__(self, model_dir: str | Path | None = None, device: str = "auto",
+                 set_level: float | None = None) -> None:
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+        from reactkd.conformal import check_level
+
+        if set_level is not None:
+            check_level(set_level)  # before the package is loaded: a typo costs nothing
         self.device = resolve_device(device)
         self.package = load_package(self.model_dir, device=str(self.device))
         self.metadata = self.package.metadata
@@ -63,6 +72,7 @@ class Classifier:
         except (TypeError, ValueError, AttributeError, ReactKDError) as exc:
             raise ModelPackageError(f"{self.model_dir}: invalid preprocessing settings in metadata ({exc})") from None
         self.graph_settings = self.metadata.get("graph", {})
+        self.conformal, self.no_set_reason = from_metadata(self.metadata, set_level)
         # Convolutions run ~1.25x faster channels-last on CPU (oneDNN); the Swin teachers gain nothing from it.
         self._memory_format = torch.channels_last_3d if self.metadata["architecture"] == "student" else \
             torch.contiguous_format
@@ -116,6 +126,7 @@ class Classifier:
                 self.device = torch.device("cpu")
                 self.model.to(self.device)
                 outputs = self._infer(case, regions, timings)
+            notes += segmentation_warnings(case, sitk.GetArrayViewFromImage(mask), mask.GetSpacing())
             return self._assemble(case, regions, outputs, timings, notes, maps_on_ct_grid)
 
     def _gradcam(self):
@@ -145,6 +156,13 @@ class Classifier:
                    "features": out.features[0].detach().float(), "gradcam": cam[0, 0].detach().float().cpu().numpy()}
         adapter.last_output = None  # do not keep the case's tensors alive between calls
         timings["forward_gradcam"] = (time.perf_counter() - start) * 1000
+        subsets, missing, reason = what_if_subsets(self.metadata, case.available)
+        probs = np.zeros((0, len(self.metadata["class_names"])))
+        if subsets:
+            start = time.perf_counter()
+            probs = what_if_probabilities(self.model, images, region_labels, subsets, self._memory_format)
+            timings["what_if"] = (time.perf_counter() - start) * 1000
+        outputs["what_if"] = what_if_table(subsets, probs, list(self.metadata["class_names"]), missing, reason)
         return outputs
 
     def _assemble(self, case: PreprocessedCase, regions: RegionSet, outputs: dict, timings: dict[str, float],
@@ -180,7 +198,8 @@ class Classifier:
             grade=names[outputs["class_index"]], class_index=outputs["class_index"], class_names=names,
             probabilities={n: float(p) for n, p in zip(names, probs)}, attention_cbam=cbam_native,
             attention_gradcam=gradcam_native, graph=graph, model=model_info, device=str(self.device),
-            inputs=inputs, timings_ms=timings, warnings=notes + case.warnings, preprocessed=case)
+            inputs=inputs, timings_ms=timings, warnings=notes + case.warnings, preprocessed=case,
+            **case_set(self.conformal, probs, names, self.no_set_reason), what_if=outputs["what_if"])
 
 
 def _unit_range(volume: np.ndarray) -> np.ndarray:
