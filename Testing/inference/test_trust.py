@@ -176,3 +176,36 @@ def test_batch_table_has_the_set_and_the_warnings(case, packages, tmp_path):
                  "--no-render", "--progress", "none", "--set-level", "0.01"]) in (0, None)
     row = next(csv.DictReader((out / "results.csv").open()))
     assert row["prediction_set_level"] == "0.01" and row["refer"] == "no"
+
+
+def test_the_input_profile_scores_every_case_and_warns_outside_it(case, tmp_path):
+    from reactkd.graph import head_region_labels
+    from reactkd.inference.region_graph import case_regions
+    from reactkd.models.base import pooled_features
+    from reactkd.ood import build_profile
+
+    plain = Classifier(make_package(tmp_path / "plain"), device="cpu")
+    feats = []
+    for seed in range(6):
+        other = generate_case(seed, seed % 3, size="small")
+        prepared = preprocess_case(other.ct, other.mask, None, None, plain.preprocess)
+        regions = torch.from_numpy(head_region_labels(case_regions(prepared, plain.graph_settings)))[None]
+        with torch.no_grad():
+            out = plain.model(torch.from_numpy(prepared.images)[None], torch.from_numpy(prepared.available)[None],
+                              regions)
+        feats.append(pooled_features(out.features)[0].numpy())
+    spacing = case.ct.GetSpacing()
+    profile = build_profile(np.stack(feats[:4]), np.stack(feats[4:]), np.array([spacing] * 4), components=3)
+    package = make_package(tmp_path / "profiled", extra_metadata={"input_profile": profile.to_dict()})
+    result = Classifier(package, device="cpu").classify(case.ct, case.mask)
+    assert set(result.out_of_distribution) == {"score", "threshold", "flagged"}
+    assert result.out_of_distribution["threshold"] == pytest.approx(profile.threshold, abs=1e-3)
+    strict = make_package(tmp_path / "strict", extra_metadata={"input_profile": {**profile.to_dict(), "threshold": 0.0}})
+    flagged = Classifier(strict, device="cpu").classify(case.ct, case.mask)
+    assert flagged.out_of_distribution["flagged"] and any("unlike the training cases" in w for w in flagged.warnings)
+    thick_ct, thick_mask = sitk.Image(case.ct), sitk.Image(case.mask)
+    for image in (thick_ct, thick_mask):
+        image.SetSpacing((spacing[0], spacing[1], spacing[2] * 3))
+    thick = Classifier(package, device="cpu").classify(thick_ct, thick_mask)
+    assert any(w.startswith("slice thickness") for w in thick.warnings)
+    assert "unavailable" in plain.classify(case.ct, case.mask).out_of_distribution  # packages from before

@@ -140,8 +140,13 @@ def test_student_without_distillation_needs_no_teacher(cohort, tmp_path):
                  str(tmp_path / "plain"), "--config", str(plain), "--device", "cpu", "--progress", "none",
                  "--epochs", "1"])
     assert code == 0
-    history = verify_package(tmp_path / "plain")["training"]["history"]
+    metadata = verify_package(tmp_path / "plain")
+    history = metadata["training"]["history"]
     assert set(history[0]) == {"epoch", "train_cls", "train_total", "val_macro_auc"}
+    # Every package carries its input profile: the fit cases' spacings and features, the validation threshold.
+    profile = metadata["input_profile"]
+    assert (profile["n_fit"], profile["n_val"]) == (metadata["training"]["n_train"], metadata["training"]["n_val"])
+    assert profile["threshold"] > 0 and profile["pixel_mm"][0] <= profile["pixel_mm"][1]
 
 
 def _evaluate(cohort: Path, model: Path, out: Path, *extra: str, manifest: str = "data/manifest.csv") -> int:

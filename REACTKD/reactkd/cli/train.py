@@ -15,6 +15,7 @@ from reactkd.cohort.folds import PackageSplit, cross_fit_parts, inner_split, spl
 from reactkd.cohort.manifest import read_manifest
 from reactkd.devices import resolve_device
 from reactkd.errors import ConfigError, ModelPackageError
+from reactkd.images.readers import image_spacing
 from reactkd.memory import check_memory, gib, training_peak_bytes
 from reactkd.package.model_package import load_package
 from reactkd.progress import Progress
@@ -124,6 +125,7 @@ def run_train(args: argparse.Namespace) -> Path:
     result = trainer.run(resume=args.resume)
     train_seconds = time.monotonic() - started
     conformal = trainer.conformal_calibration()  # every rank: the validation predictions are gathered
+    profile = trainer.input_profile([image_spacing(records[i].ct) for i in train_idx])
     out = Path(args.out)
     if dist_ctx.is_main:
         summary = {"manifest": str(args.manifest), "fold": args.fold, "folds": args.folds,
@@ -142,7 +144,7 @@ def run_train(args: argparse.Namespace) -> Path:
 
             summary["low_dose"] = {"doses": list(config.doses), "simulated_on": "native CT, before preprocessing",
                                    **simulator_settings()}
-        trainer.write_package(result, summary, conformal)
+        trainer.write_package(result, summary, conformal, profile)
         progress.done(model_dir=str(out.resolve()), best_epoch=result.best_epoch,
                       best_val_macro_auc=result.best_auc)
         if progress.mode != "json":

@@ -61,6 +61,19 @@ def validate_image(image: sitk.Image, name: str = "image") -> sitk.Image:
     return image
 
 
+def image_spacing(path: str | os.PathLike) -> tuple[float, float, float]:
+    """Voxel spacing (x, y, z) in mm, from a file's header alone (a DICOM series folder is read whole)."""
+    if os.path.isdir(path):
+        return tuple(float(v) for v in read_image(path).GetSpacing())
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ImageReadError(f"{path}: not a readable image ({first_error_line(exc)})") from None
+    return tuple(float(v) for v in reader.GetSpacing())
+
+
 def read_image(path: str | os.PathLike, name: str | None = None, labels: bool = False) -> sitk.Image:
     """Read a 3D image from a file (NIfTI, NRRD, MetaImage, ...) or a DICOM series folder.
 

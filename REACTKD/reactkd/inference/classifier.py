@@ -24,6 +24,8 @@ from reactkd.inference.region_graph import case_regions, region_graph
 from reactkd.inference.result import ClassificationResult
 from reactkd.inference.what_if import what_if_probabilities, what_if_subsets, what_if_table
 from reactkd.memory import check_memory, classify_peak_bytes
+from reactkd.models.base import pooled_features
+from reactkd.ood import InputProfile
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import (
     PreprocessConfig,
@@ -73,6 +75,8 @@ class Classifier:
             raise ModelPackageError(f"{self.model_dir}: invalid preprocessing settings in metadata ({exc})") from None
         self.graph_settings = self.metadata.get("graph", {})
         self.conformal, self.no_set_reason = from_metadata(self.metadata, set_level)
+        profile = self.metadata.get("input_profile")
+        self.profile = InputProfile.from_dict(profile) if profile is not None else None
         # Convolutions run ~1.25x faster channels-last on CPU (oneDNN); the Swin teachers gain nothing from it.
         self._memory_format = torch.channels_last_3d if self.metadata["architecture"] == "student" else \
             torch.contiguous_format
@@ -127,7 +131,18 @@ class Classifier:
                 self.model.to(self.device)
                 outputs = self._infer(case, regions, timings)
             notes += segmentation_warnings(case, sitk.GetArrayViewFromImage(mask), mask.GetSpacing())
+            outputs["out_of_distribution"] = self._distance(outputs["features"], ct.GetSpacing(), notes)
             return self._assemble(case, regions, outputs, timings, notes, maps_on_ct_grid)
+
+    def _distance(self, features: torch.Tensor, spacing_xyz, notes: list[str]) -> dict:
+        """The case's out-of-distribution score against the package's input profile (``reactkd.ood``); its
+        warnings (spacing outside the training range, a score above the threshold) go to `notes`."""
+        if self.profile is None:
+            return {"unavailable": "the model package has no input profile (trained before it existed)"}
+        score = float(self.profile.distance(pooled_features(features[None]).cpu().numpy())[0])
+        notes += self.profile.warnings(spacing_xyz, score)
+        return {"score": round(score, 3), "threshold": round(self.profile.threshold, 3),
+                "flagged": score > self.profile.threshold}
 
     def _gradcam(self):
         """MONAI's GradCAM on this classifier's model, built once: it registers hooks on the model that it never
@@ -199,7 +214,8 @@ class Classifier:
             probabilities={n: float(p) for n, p in zip(names, probs)}, attention_cbam=cbam_native,
             attention_gradcam=gradcam_native, graph=graph, model=model_info, device=str(self.device),
             inputs=inputs, timings_ms=timings, warnings=notes + case.warnings, preprocessed=case,
-            **case_set(self.conformal, probs, names, self.no_set_reason), what_if=outputs["what_if"])
+            **case_set(self.conformal, probs, names, self.no_set_reason), what_if=outputs["what_if"],
+            out_of_distribution=outputs["out_of_distribution"])
 
 
 def _unit_range(volume: np.ndarray) -> np.ndarray:

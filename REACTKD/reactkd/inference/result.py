@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from reactkd.preprocessing import PreprocessedCase
 
 #: How far to trust the answer (``reactkd.conformal``, ``reactkd.inference.what_if``).
-TRUST_FIELDS = ("prediction_set", "prediction_set_level", "prediction_set_text", "what_if")
+TRUST_FIELDS = ("prediction_set", "prediction_set_level", "prediction_set_text", "what_if", "out_of_distribution")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class ClassificationResult:
         prediction_set_level: its nominal coverage (e.g. 0.9), or None.
         prediction_set_text: the set in plain words ("refer: ..." for more than one grade), or why there is none.
         what_if: the grade on every input combination the model reads and the case has (``inference.what_if``).
+        out_of_distribution: the case's distance to the training cases and its threshold (``reactkd.ood``).
         preprocessed: the preprocessed case (in-process callers only; never serialised).
     """
 
@@ -56,6 +57,7 @@ class ClassificationResult:
     prediction_set_level: float | None = None
     prediction_set_text: str = "no prediction set"
     what_if: dict = field(default_factory=dict)
+    out_of_distribution: dict = field(default_factory=dict)
     preprocessed: PreprocessedCase | None = None
 
     def to_json(self) -> dict:

@@ -52,6 +52,12 @@ def graph_map(output: ModelOutput, which: str) -> torch.Tensor:
     return torch.cat([scale for scale in output.scales if scale.shape[2:].numel() == coarsest], dim=1)
 
 
+def pooled_features(features: torch.Tensor) -> torch.Tensor:
+    """(B, C): the deepest feature map (B, C, d, h, w) averaged over space; what the input profile's
+    out-of-distribution score compares (``reactkd.ood``), in training and inference alike."""
+    return features.float().mean(dim=(2, 3, 4))
+
+
 def check_inputs(images: torch.Tensor, available: torch.Tensor) -> None:
     """Raise ValueError unless images is (B, 3, D, H, W) and available is a (B, 3) bool tensor."""
     if images.ndim != 5 or images.shape[1] != len(MODALITIES):

@@ -186,6 +186,13 @@ def metadata_problems(metadata: dict) -> list[str]:
             ConformalCalibration.from_dict(conformal, n_classes=len(metadata.get("class_names") or [0, 0, 0]))
         except (ValueError, ReactKDError) as exc:
             problems.append(f"invalid conformal calibration ({exc})")
+    if metadata.get("input_profile") is not None:
+        from reactkd.ood import InputProfile
+
+        try:
+            InputProfile.from_dict(metadata["input_profile"])
+        except ValueError as exc:
+            problems.append(f"invalid input profile ({exc})")
     return problems
 
 

@@ -26,6 +26,8 @@ from reactkd.atomic import atomic_path
 from reactkd.cohort.cache import TENSOR_FIELDS, CohortTensors
 from reactkd.conformal import DEFAULT_LEVEL, calibrate
 from reactkd.errors import ConfigError
+from reactkd.models.base import pooled_features
+from reactkd.ood import build_profile
 from reactkd.package.model_package import save_package
 from reactkd.progress import Progress
 from reactkd.scores import macro_auc
@@ -198,8 +200,9 @@ class Trainer:
         return {f"train_{k}": v / steps for k, v in sums.items()}
 
     @torch.no_grad()
-    def predict(self, indices: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities of the trained model on the stage's validation inputs."""
+    def predict(self, indices: torch.Tensor, features: bool = False) -> np.ndarray:
+        """Softmax probabilities of the trained model on the stage's validation inputs (with `features`: the
+        pooled deepest features, ``models.base.pooled_features``, instead)."""
         self.model.eval()
         shard = self.dist.shard(indices)
         outputs = []
@@ -207,8 +210,8 @@ class Trainer:
             batch = self.batch(shard[start:start + self.config.batch_size])
             images, available = self.stage.eval_inputs(batch)
             with self.autocast:
-                logits = self.model(images, available, batch["region_labels"]).logits
-            outputs.append(torch.softmax(logits.float(), dim=1))
+                output = self.model(images, available, batch["region_labels"])
+            outputs.append(pooled_features(output.features) if features else torch.softmax(output.logits.float(), dim=1))
         probs = self.dist.gather(torch.cat(outputs), len(indices))
         return probs.cpu().numpy()
 
@@ -237,7 +240,15 @@ class Trainer:
         return {**calibration.to_dict(), "notes": calibration.notes,
                 "calibrated_on": f"the inner validation split ({len(labels)} cases, which also chose the epoch)"}
 
-    def write_package(self, result: TrainResult, summary: dict, conformal: dict | None = None) -> Path:
+    def input_profile(self, fit_spacings_xyz) -> dict:
+        """The input profile (``reactkd.ood``) of the best weights: the fit cases' spacings and pooled features,
+        the out-of-distribution threshold from the inner validation cases. Every rank takes part."""
+        self.model.load_state_dict(load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE)))
+        fit, val = self.predict(self.train_idx, features=True), self.predict(self.val_idx, features=True)
+        return build_profile(fit, val, fit_spacings_xyz).to_dict()
+
+    def write_package(self, result: TrainResult, summary: dict, conformal: dict | None = None,
+                      input_profile: dict | None = None) -> Path:
         """Load the best weights and write the model package (model.safetensors + metadata.json) to out_dir."""
         state = load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE))
         self.model.load_state_dict(state)
@@ -258,6 +269,7 @@ class Trainer:
                          "epochs_run": len(result.history), "history": result.history,
                          "config": config_to_dict(self.config)},
             **({"conformal": conformal} if conformal is not None else {}),
+            **({"input_profile": input_profile} if input_profile is not None else {}),
             "intended_use": "Research on HCC grading. Not a medical device; not for clinical use.",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
