@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian's Mesa EGL/GL libraries for offscreen VTK rendering (installed only when no libEGL is present).
 GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 libgles2 libosmesa6
 
-.PHONY: demo test lint gl bench bench-gpu fuzz train-demo clean check-index
+.PHONY: demo test lint gl browser bench bench-gpu fuzz train-demo clean check-index
 
 # The constraints file pins MONAI to what the Slicer module installs (tested: its torch requirement).
 CONSTRAINTS := REACTKD/reactkd/data/requirements-classify.txt
@@ -23,13 +23,22 @@ gl:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $(GL_PACKAGES) >/dev/null; fi
 
+# Debian's chromium for the case report's browser test (Testing/inference/test_case_report.py); the test is
+# skipped, not failed, where it cannot be installed.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; else \
+	  echo "Installing chromium for the case report's browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1 || \
+	  echo "chromium could not be installed: the browser test will be skipped"; fi
+
 demo: $(STAMP) gl
 	$(BIN)/reactkd demo --out demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check REACTKD REACTKDTraining Testing benchmarks experiments Resources
 
-test: $(STAMP) gl lint
+test: $(STAMP) gl browser lint
 	$(BIN)/python -m pytest
 
 # The Slicer Extensions Index's own checker, offline, on the committed tree (also run by `make test` when the

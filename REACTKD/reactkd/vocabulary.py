@@ -21,6 +21,9 @@ BACKGROUND_CODE, LIVER_CODE, TUMOUR_CODE = 0, 1, 2
 #: Codes of a region label map (graph nodes): liver parcels, the peritumoral ring, tumours from 3 upwards.
 LIVER_LABEL, RING_LABEL, FIRST_TUMOUR_LABEL = 1, 2, 3
 
+#: What every model package and case report says it is for.
+INTENDED_USE = "Research on HCC grading. Not a medical device; not for clinical use."
+
 #: Files of a model package.
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"

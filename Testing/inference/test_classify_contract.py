@@ -40,7 +40,8 @@ def test_classify_writes_every_output_on_the_exact_ct_grid(case_files, student, 
                  "--model", str(student), "--out", str(out), "--device", "cpu"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png", "scene.mrb"])
+        ["result.json", "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "report.html", "overview.png",
+         "scene.mrb"])
     result = json.loads((out / "result.json").read_text())
     assert result["grade"] in result["class_names"] and result["class_names"][result["class_index"]] == result["grade"]
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -34,7 +34,7 @@ from reactkd.preprocessing import (
     preprocess_case,
     to_native,
 )
-from reactkd.vocabulary import DEFAULT_MODEL
+from reactkd.vocabulary import DEFAULT_MODEL, INTENDED_USE
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
 
@@ -206,7 +206,8 @@ class Classifier:
         probs = probs / probs.sum()
         inputs = [m for m, flag in zip(("ct", "pet_fdg", "pet_act"), case.available) if flag]
         model_info = {"name": self.metadata["name"], "version": self.metadata["version"],
-                      "sha256": self.metadata["sha256"], "metadata_sha256": self.metadata["metadata_sha256"]}
+                      "sha256": self.metadata["sha256"], "metadata_sha256": self.metadata["metadata_sha256"],
+                      "intended_use": self.metadata.get("intended_use", INTENDED_USE)}
         timings = {k: round(v, 1) for k, v in timings.items()}
         timings["total"] = round(sum(timings.values()), 1)
         return ClassificationResult(

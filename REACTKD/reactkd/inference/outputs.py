@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,22 +23,23 @@ from reactkd.errors import ReactKDError
 from reactkd.images.geometry import Geometry
 from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
+from reactkd.inference.case_report import REPORT_FILE, write_case_report
 from reactkd.inference.result import ClassificationResult
 from reactkd.json_files import read_json
 from reactkd.vocabulary import RESULT_FILE
 
-OUTPUT_FILES = (RESULT_FILE, "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "overview.png",
-                "scene.mrb")
+OUTPUT_FILES = (RESULT_FILE, "attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", REPORT_FILE,
+                "overview.png", "scene.mrb")
 
 
 def write_outputs(result: ClassificationResult, out_dir: str | Path, ct: sitk.Image, mask: sitk.Image,
                   pet_fdg: sitk.Image | None = None, pet_act: sitk.Image | None = None,
                   render: bool = True, transfer: bool = False) -> dict[str, Path]:
-    """Write result.json, the two attention maps, graph.json and (if render) overview.png and scene.mrb.
+    """Write result.json, the two attention maps, graph.json, report.html and (if render) overview.png and scene.mrb.
 
     `transfer=True` is for outputs read back at once by `read_outputs(..., reference=ct)` (the inference
     process): each map is cropped to the box of its non-zero voxels (the liver region) and left uncompressed,
-    which cuts what is written and read for a full-size CT about tenfold."""
+    which cuts what is written and read for a full-size CT about tenfold; it writes no report.html."""
     out_dir = Path(out_dir)
     if render:
         from reactkd.memory import check_memory, classify_peak_bytes
@@ -87,16 +89,19 @@ def _write_set(result, staging: Path, ct, mask, pet_fdg, pet_act, render: bool, 
         write_image(nonzero_box(image) if transfer else image, staging / f"{name}.nrrd", compress=not transfer,
                     level=1)
     write_graph_json(result.graph, staging / "graph.json")
+    if not transfer:  # the inference process's outputs are read back at once; the module shows everything
+        start = time.perf_counter()
+        write_case_report(result, staging / REPORT_FILE, ct, mask)
+        result.timings_ms["report"] = round((time.perf_counter() - start) * 1000, 1)
     if render:
-        import time
-
         from reactkd.inference.scene_outputs import write_scene_outputs
 
         start = time.perf_counter()
         write_scene_outputs(result, staging, ct, mask, pet_fdg, pet_act)
         result.timings_ms["render_and_scene"] = round((time.perf_counter() - start) * 1000, 1)
     write_result_json(result, staging / RESULT_FILE)
-    return [name for name in OUTPUT_FILES if render or name not in ("overview.png", "scene.mrb")]
+    return [name for name in OUTPUT_FILES if (render or name not in ("overview.png", "scene.mrb"))
+            and (not transfer or name != REPORT_FILE)]
 
 
 def write_result_json(result: ClassificationResult | Mapping, path: str | Path) -> Path:

@@ -35,7 +35,7 @@ from reactkd.training.checkpoint import has_checkpoint, load_checkpoint, save_ch
 from reactkd.training.config import TrainConfig, config_to_dict
 from reactkd.training.distributed import DistContext
 from reactkd.training.stages import Stage
-from reactkd.vocabulary import CLASS_NAMES
+from reactkd.vocabulary import CLASS_NAMES, INTENDED_USE
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_FILE = "best.safetensors"
@@ -270,7 +270,7 @@ class Trainer:
                          "config": config_to_dict(self.config)},
             **({"conformal": conformal} if conformal is not None else {}),
             **({"input_profile": input_profile} if input_profile is not None else {}),
-            "intended_use": "Research on HCC grading. Not a medical device; not for clinical use.",
+            "intended_use": INTENDED_USE,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         json.dumps(metadata, allow_nan=True)
