@@ -18,7 +18,7 @@ PACKAGE = REPO / "REACTKD" / "reactkd"
 FLOORS = (
     ("vocabulary", "errors"),
     ("interrupts", "atomic", "processes", "output_paths", "devices", "progress", "dependencies", "scores",
-     "conformal", "ood", "json_files", "memory"),
+     "conformal", "ood", "temperature", "json_files", "memory"),
     ("images",),
     ("preprocessing", "graph", "ldct"),
     ("models", "losses"),

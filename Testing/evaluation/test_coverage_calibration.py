@@ -6,9 +6,10 @@ import pytest
 
 from graded_draws import graded_draws
 from reactkd.conformal import calibrate
-from reactkd.evaluation.calibration import calibration_report, fit_temperature, with_temperature
+from reactkd.evaluation.calibration import calibration_report
 from reactkd.evaluation.coverage import coverage_report
 from reactkd.evaluation.report import write_evaluation_report
+from reactkd.temperature import fit_temperature, with_temperature
 
 NAMES = ["well", "moderate", "poor"]
 

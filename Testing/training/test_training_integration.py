@@ -147,6 +147,9 @@ def test_student_without_distillation_needs_no_teacher(cohort, tmp_path):
     profile = metadata["input_profile"]
     assert (profile["n_fit"], profile["n_val"]) == (metadata["training"]["n_train"], metadata["training"]["n_val"])
     assert profile["threshold"] > 0 and profile["pixel_mm"][0] <= profile["pixel_mm"][1]
+    temperature = metadata["temperature"]  # applied or not, always with the reason
+    assert isinstance(temperature["applied"], bool) and temperature["why"]
+    assert "after the package's temperature" in metadata["conformal"].get("calibrated_on", "after the package's temperature")
 
 
 def _evaluate(cohort: Path, model: Path, out: Path, *extra: str, manifest: str = "data/manifest.csv") -> int:

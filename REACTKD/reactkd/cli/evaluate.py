@@ -19,6 +19,7 @@ from reactkd.graph.settings import GraphSettings
 from reactkd.package.model_package import load_package
 from reactkd.preprocessing import PreprocessConfig
 from reactkd.progress import Progress
+from reactkd.temperature import package_temperature
 from reactkd.vocabulary import MODALITY_SUBSETS
 
 SUBSETS = MODALITY_SUBSETS
@@ -35,8 +36,9 @@ def parse_subsets(text: str) -> list[str]:
 
 @torch.no_grad()
 def predict(model, images: torch.Tensor, available: torch.Tensor, region_labels: torch.Tensor,
-            device: torch.device) -> np.ndarray:
-    """Softmax probabilities for a stack of cases, in batches (bf16 autocast on CUDA)."""
+            device: torch.device, temperature: float = 1.0) -> np.ndarray:
+    """Softmax probabilities (of logits / `temperature`, the package's) for a stack of cases, in batches (bf16
+    autocast on CUDA)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     out = []
     for start in range(0, len(images), BATCH):
@@ -45,7 +47,7 @@ def predict(model, images: torch.Tensor, available: torch.Tensor, region_labels:
         regions = region_labels[start:start + BATCH].to(device)
         with autocast:
             logits = model(x, a, regions).logits
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+        out.append(torch.softmax(logits.float() / temperature, dim=1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -106,6 +108,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
                               f"it was trained on: use --fold {split.fold} --folds {split.folds}")
         records = [records[i] for i in split.held_out(records, str(args.manifest))]
     preprocess = PreprocessConfig.from_dict(meta["preprocessing"])
+    temperature = package_temperature(meta)  # what classify applies
     graph = GraphSettings.from_metadata(meta.get("graph"))
     cohort = load_cohort(records, preprocess, graph, cache_dir=cohort_cache_dir(args.manifest),
                          progress=lambda i, n: progress.emit("preprocess", done=i, total=n))
@@ -121,14 +124,15 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             keep, images, available = keep[has_pet], images[has_pet], available[has_pet]
         if len(keep):
             modalities[subset] = (labels[keep.numpy()], predict(package.model, images, available,
-                                                                cohort.region_labels[keep], device))
+                                                                cohort.region_labels[keep], device, temperature))
         progress.emit("section", name=f"modalities {subset}", n=len(keep))
     doses: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if not needs_pet and args.doses:
         inputs = dose_inputs(records, preprocess, args.doses,
                              progress=lambda i, n: progress.emit("low-dose", done=i, total=n))
         for dose, (images, available) in inputs.items():
-            doses[dose] = (labels, predict(package.model, images, available, cohort.region_labels, device))
+            doses[dose] = (labels, predict(package.model, images, available, cohort.region_labels, device,
+                                           temperature))
             progress.emit("section", name=f"dose {dose:g}", n=len(labels))
     # "overall": the deployment input of the model (CT alone; all available PET for the SF teacher).
     preferred = ("all", "ct+fdg", "ct+act") if needs_pet else ("ct",)

@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> Path:
     started = time.monotonic()
     result = trainer.run(resume=args.resume)
     train_seconds = time.monotonic() - started
-    conformal = trainer.conformal_calibration()  # every rank: the validation predictions are gathered
+    temperature, conformal = trainer.calibrations()  # every rank: the validation predictions are gathered
     profile = trainer.input_profile([image_spacing(records[i].ct) for i in train_idx])
     out = Path(args.out)
     if dist_ctx.is_main:
@@ -144,7 +144,7 @@ def run_train(args: argparse.Namespace) -> Path:
 
             summary["low_dose"] = {"doses": list(config.doses), "simulated_on": "native CT, before preprocessing",
                                    **simulator_settings()}
-        trainer.write_package(result, summary, conformal, profile)
+        trainer.write_package(result, summary, conformal, profile, temperature)
         progress.done(model_dir=str(out.resolve()), best_epoch=result.best_epoch,
                       best_val_macro_auc=result.best_auc)
         if progress.mode != "json":

@@ -34,6 +34,7 @@ from reactkd.preprocessing import (
     preprocess_case,
     to_native,
 )
+from reactkd.temperature import package_temperature
 from reactkd.vocabulary import DEFAULT_MODEL, INTENDED_USE
 
 __all__ = ["DEFAULT_MODEL", "ClassificationResult", "Classifier"]
@@ -75,6 +76,7 @@ class Classifier:
             raise ModelPackageError(f"{self.model_dir}: invalid preprocessing settings in metadata ({exc})") from None
         self.graph_settings = self.metadata.get("graph", {})
         self.conformal, self.no_set_reason = from_metadata(self.metadata, set_level)
+        self.temperature = package_temperature(self.metadata)
         profile = self.metadata.get("input_profile")
         self.profile = InputProfile.from_dict(profile) if profile is not None else None
         # Convolutions run ~1.25x faster channels-last on CPU (oneDNN); the Swin teachers gain nothing from it.
@@ -165,7 +167,7 @@ class Classifier:
         with torch.enable_grad():
             cam = gradcam(images, class_idx=None, available=available, region_labels=region_labels)
         out = adapter.last_output
-        probs = torch.softmax(out.logits.detach().float(), dim=1)[0]
+        probs = torch.softmax(out.logits.detach().float() / self.temperature, dim=1)[0]
         outputs = {"probs": probs.cpu().numpy(), "class_index": int(gradcam.nn_module.class_idx[0]),
                    "attention": self.model.attention_map()[0, 0].detach().float().cpu().numpy(),
                    "features": out.features[0].detach().float(), "gradcam": cam[0, 0].detach().float().cpu().numpy()}
@@ -175,7 +177,8 @@ class Classifier:
         probs = np.zeros((0, len(self.metadata["class_names"])))
         if subsets:
             start = time.perf_counter()
-            probs = what_if_probabilities(self.model, images, region_labels, subsets, self._memory_format)
+            probs = what_if_probabilities(self.model, images, region_labels, subsets, self._memory_format,
+                                          self.temperature)
             timings["what_if"] = (time.perf_counter() - start) * 1000
         outputs["what_if"] = what_if_table(subsets, probs, list(self.metadata["class_names"]), missing, reason)
         return outputs

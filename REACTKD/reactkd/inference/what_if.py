@@ -29,13 +29,14 @@ def what_if_subsets(metadata: dict, available: np.ndarray) -> tuple[list[str], l
 
 @torch.no_grad()
 def what_if_probabilities(model: torch.nn.Module, images: torch.Tensor, region_labels: torch.Tensor,
-                          subsets: list[str], memory_format=torch.contiguous_format) -> np.ndarray:
+                          subsets: list[str], memory_format=torch.contiguous_format,
+                          temperature: float = 1.0) -> np.ndarray:
     """(len(subsets), K) probabilities of one case (images (1, 3, D, H, W) with every available channel) on
-    each subset: the absent channels zeroed and flagged, all subsets as one batch."""
+    each subset: the absent channels zeroed and flagged, all subsets as one batch (logits / `temperature`)."""
     flags = torch.tensor([MODALITY_SUBSETS[name] for name in subsets], device=images.device)
     batch = (images * flags[:, :, None, None, None].to(images.dtype)).contiguous(memory_format=memory_format)
     logits = model(batch, flags, region_labels.expand(len(subsets), *region_labels.shape[1:])).logits
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return torch.softmax(logits.float() / temperature, dim=1).cpu().numpy()
 
 
 def what_if_table(subsets: list[str], probs: np.ndarray, class_names: list[str], missing: list[str],

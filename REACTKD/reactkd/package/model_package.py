@@ -186,6 +186,9 @@ def metadata_problems(metadata: dict) -> list[str]:
             ConformalCalibration.from_dict(conformal, n_classes=len(metadata.get("class_names") or [0, 0, 0]))
         except (ValueError, ReactKDError) as exc:
             problems.append(f"invalid conformal calibration ({exc})")
+    from reactkd.temperature import temperature_problems
+
+    problems += temperature_problems(metadata.get("temperature"))
     if metadata.get("input_profile") is not None:
         from reactkd.ood import InputProfile
 

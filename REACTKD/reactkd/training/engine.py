@@ -31,6 +31,7 @@ from reactkd.ood import build_profile
 from reactkd.package.model_package import save_package
 from reactkd.progress import Progress
 from reactkd.scores import macro_auc
+from reactkd.temperature import choose_temperature, package_temperature, with_temperature
 from reactkd.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from reactkd.training.config import TrainConfig, config_to_dict
 from reactkd.training.distributed import DistContext
@@ -226,19 +227,25 @@ class Trainer:
         with atomic_path(folder / BEST_FILE) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
 
-    def conformal_calibration(self, level: float = DEFAULT_LEVEL) -> dict:
-        """Class-conditional split-conformal calibration (``reactkd.conformal``) of the best weights on the inner
-        validation cases, on the stage's validation inputs (the student: CT alone). Every rank takes part (the
-        predictions are gathered). Those cases also chose the epoch: a small optimism, stated in the record."""
+    def calibrations(self, level: float = DEFAULT_LEVEL) -> tuple[dict, dict]:
+        """(temperature, conformal) blocks of the package, both from the best weights on the inner validation
+        cases and the stage's validation inputs (the student: CT alone). The temperature is applied only when
+        one fitted on other folds of those cases lowers NLL on the held-out fold (``reactkd.temperature``); the
+        class-conditional split-conformal sets (``reactkd.conformal``) are calibrated on the probabilities
+        after it. Those cases also chose the epoch: a small optimism, stated in the record. Every rank takes
+        part (the predictions are gathered)."""
         self.model.load_state_dict(load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE)))
         probs = self.predict(self.val_idx)
         labels = self.cohort.labels[self.val_idx.to(self.cohort.labels.device)].cpu().numpy()
+        temperature = choose_temperature(labels, probs)
+        probs = with_temperature(probs, package_temperature({"temperature": temperature}))
         try:
             calibration = calibrate(labels, probs, level)
         except ConfigError as exc:  # a grade missing from a tiny validation split: the package has no sets
-            return {"unavailable": str(exc)}
-        return {**calibration.to_dict(), "notes": calibration.notes,
-                "calibrated_on": f"the inner validation split ({len(labels)} cases, which also chose the epoch)"}
+            return temperature, {"unavailable": str(exc)}
+        return temperature, {**calibration.to_dict(), "notes": calibration.notes,
+                             "calibrated_on": f"the inner validation split ({len(labels)} cases, which also chose "
+                                              "the epoch), after the package's temperature"}
 
     def input_profile(self, fit_spacings_xyz) -> dict:
         """The input profile (``reactkd.ood``) of the best weights: the fit cases' spacings and pooled features,
@@ -248,7 +255,7 @@ class Trainer:
         return build_profile(fit, val, fit_spacings_xyz).to_dict()
 
     def write_package(self, result: TrainResult, summary: dict, conformal: dict | None = None,
-                      input_profile: dict | None = None) -> Path:
+                      input_profile: dict | None = None, temperature: dict | None = None) -> Path:
         """Load the best weights and write the model package (model.safetensors + metadata.json) to out_dir."""
         state = load_file(str(self.out_dir / CHECKPOINT_DIR / BEST_FILE))
         self.model.load_state_dict(state)
@@ -270,6 +277,7 @@ class Trainer:
                          "config": config_to_dict(self.config)},
             **({"conformal": conformal} if conformal is not None else {}),
             **({"input_profile": input_profile} if input_profile is not None else {}),
+            **({"temperature": temperature} if temperature is not None else {}),
             "intended_use": INTENDED_USE,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
