@@ -96,3 +96,25 @@ def test_a_real_browser_renders_every_picture_and_requests_nothing(report, tmp_p
     # The probe sees a request when there is one: an outside picture is blocked by the page's policy.
     leaky = browse(path, tmp_path, extra='<img src="http://example.invalid/x.png">')
     assert leaky["violations"] >= 1 and leaky["rendered"] == leaky["images"] - 1
+
+
+def test_axis_aligned_grids_are_viewed_in_display_order_without_a_copy():
+    import itertools
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from reactkd.inference.case_report import _axial
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(5, 6, 7)).astype(np.float32))
+    for perm, signs in itertools.product(itertools.permutations(range(3)), itertools.product([1, -1], repeat=3)):
+        direction = np.zeros((3, 3))
+        direction[np.arange(3), perm] = signs
+        image.SetDirection(direction.ravel().tolist())
+        got = _axial(image)
+        assert np.array_equal(got, sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")))
+        assert not got.flags.owndata  # a view
+    tilted = sitk.Image(image)
+    angle = np.deg2rad(10)
+    tilted.SetDirection([1, 0, 0, 0, np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle)])
+    assert _axial(tilted).shape == sitk.GetArrayFromImage(sitk.DICOMOrient(tilted, "LPS")).shape

@@ -183,7 +183,8 @@ def test_classifier_cache_loads_each_model_and_device_once(tmp_path):
 
 
 def test_maps_travel_as_their_non_zero_box_and_come_back_on_the_ct_grid(tmp_path):
-    from reactkd.inference.outputs import _onto, nonzero_box
+    from reactkd.images.geometry import nonzero_box
+    from reactkd.inference.outputs import _onto
 
     ct, _, _ = make_case()
     values = np.zeros(sitk.GetArrayViewFromImage(ct).shape, dtype=np.float32)

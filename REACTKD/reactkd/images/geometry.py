@@ -62,3 +62,14 @@ def from_numpy(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     if array.shape != expected:
         raise GeometryError(f"array shape {array.shape} does not match geometry size {geometry.size} (z, y, x = {expected})")
     return geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array)))
+
+
+def nonzero_box(image: sitk.Image) -> sitk.Image:
+    """The smallest sub-image holding every non-zero voxel (one voxel when there is none); same grid."""
+    array = sitk.GetArrayViewFromImage(image)
+    nonzero = [np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(index) == 0 for index in nonzero):
+        return sitk.RegionOfInterest(image, [1, 1, 1], [0, 0, 0])
+    start_zyx = [int(index[0]) for index in nonzero]
+    size_zyx = [int(index[-1]) - begin + 1 for index, begin in zip(nonzero, start_zyx)]
+    return sitk.RegionOfInterest(image, size_zyx[::-1], start_zyx[::-1])

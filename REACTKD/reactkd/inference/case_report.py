@@ -28,10 +28,16 @@ POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _axial(image: sitk.Image) -> np.ndarray:
-    """(z, y, x) array of `image` in LPS order, so that a slice shows the patient's right on the left."""
-    if np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6):
-        return sitk.GetArrayViewFromImage(image)  # valid while the caller's image lives
-    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))  # a copy: the reoriented image is temporary
+    """(z, y, x) array of `image` in LPS order, so that a slice shows the patient's right on the left. An
+    axis-aligned grid (every CT short of a tilted gantry) is only viewed transposed and flipped, never
+    copied: reorienting a full-size CT and its maps cost 0.7 s."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    axes = np.argmax(np.abs(direction), axis=1)  # the index axis along each of L, P, S
+    if not np.allclose(np.abs(direction[np.arange(3), axes]), 1.0, atol=1e-6) or len(set(axes.tolist())) < 3:
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))  # oblique: a copy, resampled by ITK
+    view = sitk.GetArrayViewFromImage(image).transpose([2 - axes[2], 2 - axes[1], 2 - axes[0]])
+    flips = tuple(out for out, lps in enumerate((2, 1, 0)) if direction[lps, axes[lps]] < 0)
+    return np.flip(view, flips) if flips else view  # a view: valid while the caller's image lives
 
 
 def _picture(ct: np.ndarray, heat: np.ndarray, tumour: np.ndarray) -> np.ndarray:

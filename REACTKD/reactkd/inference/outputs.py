@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from reactkd.atomic import folder_lock, remove_stale_staging, staging_prefix, write_text_atomic
 from reactkd.errors import ReactKDError
-from reactkd.images.geometry import Geometry
+from reactkd.images.geometry import Geometry, nonzero_box
 from reactkd.images.readers import read_image
 from reactkd.images.writers import write_image
 from reactkd.inference.case_report import REPORT_FILE, write_case_report
@@ -138,17 +138,6 @@ def _install_set(staging: Path, out_dir: Path) -> dict[str, Path]:
             (staging / name).replace(out_dir / name)
             written[name] = out_dir / name
     return written
-
-
-def nonzero_box(image: sitk.Image) -> sitk.Image:
-    """The smallest sub-image holding every non-zero voxel (one voxel when there is none); same grid."""
-    array = sitk.GetArrayViewFromImage(image)
-    nonzero = [np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(len(index) == 0 for index in nonzero):
-        return sitk.RegionOfInterest(image, [1, 1, 1], [0, 0, 0])
-    start_zyx = [int(index[0]) for index in nonzero]
-    size_zyx = [int(index[-1]) - begin + 1 for index, begin in zip(nonzero, start_zyx)]
-    return sitk.RegionOfInterest(image, size_zyx[::-1], start_zyx[::-1])
 
 
 def _onto(map_image: sitk.Image, reference: sitk.Image, name: str) -> sitk.Image:

@@ -23,6 +23,8 @@ from reactkd.scene.region_graph import add_region_graph
 from reactkd.scene.render import render_slice_png
 from reactkd.scene.volumes import add_volume
 
+CT_WINDOW_LEVEL = (400.0, 40.0)  # abdomen soft tissue
+
 
 @dataclass(frozen=True)
 class ClassificationSceneFiles:
@@ -38,7 +40,8 @@ def write_classification_scene(out_dir: str | os.PathLike, ct: sitk.Image, atten
     liver/tumour segmentation, region graph and result table; views centred on the largest tumour.
     Write `overview.png` (axial slice through that tumour) and `scene.mrb` into `out_dir`, both atomically.
 
-    `attention_maps` maps node names (e.g. "attention_cbam") to maps in [0, 1] on the CT grid;
+    `attention_maps` maps node names (e.g. "attention_cbam") to maps in [0, 1] on the CT grid or on a box of it
+    (``labels`` too: zeros outside their box are not stored, and Slicer shows a box where it lies);
     `shown_attention` picks the one shown (default: the first). `pets` maps node names to PET images.
     """
     if not attention_maps:
@@ -48,11 +51,12 @@ def write_classification_scene(out_dir: str | os.PathLike, ct: sitk.Image, atten
     context = create_headless_scene()
     try:
         scene = context.scene
-        ct_node = add_volume(scene, ct, "CT")
-        apply_ct_window(ct_node)
+        ct_node = add_volume(scene, ct, "CT", window_level=CT_WINDOW_LEVEL)
+        apply_ct_window(ct_node, *CT_WINDOW_LEVEL)
         for name, pet in (pets or {}).items():
             add_volume(scene, pet, name)
-        attention_nodes = {name: add_volume(scene, image, name) for name, image in attention_maps.items()}
+        attention_nodes = {name: add_volume(scene, image, name, window_level=(1.0, 0.5))
+                           for name, image in attention_maps.items()}
         show_attention(scene, ct_node, attention_nodes[shown_attention], opacity=opacity)
         add_segmentation(scene, labels, ct_node)
         add_region_graph(scene, graph)
