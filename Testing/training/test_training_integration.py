@@ -84,6 +84,10 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(cohort, tmp
     assert refused.returncode == 2 and "--resume" in refused.stderr
     subprocess.run(_command(cohort, killed, 2, "--resume"), check=True, env=ENV, capture_output=True)
     assert (killed / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    # The training time adds up across the resume; resuming a finished run rewrites the package, not the time.
+    seconds = verify_package(killed)["training"]["train_seconds"]
+    subprocess.run(_command(cohort, killed, 2, "--resume"), check=True, env=ENV, capture_output=True)
+    assert seconds > 0 and verify_package(killed)["training"]["train_seconds"] == seconds
 
 
 @pytest.mark.slow

@@ -121,9 +121,7 @@ def run_train(args: argparse.Namespace) -> Path:
     trainer = Trainer(stage, cohort, train_idx, val_idx, config, args.out, device, progress, dist_ctx)
     status(f"training {args.stage}: {config.epochs} epoch(s) of {trainer.steps_per_epoch} step(s) on {device}",
            final=True)
-    started = time.monotonic()
     result = trainer.run(resume=args.resume)
-    train_seconds = time.monotonic() - started
     temperature, conformal = trainer.calibrations()  # every rank: the validation predictions are gathered
     profile = trainer.input_profile([image_spacing(records[i].ct) for i in train_idx])
     out = Path(args.out)
@@ -133,7 +131,7 @@ def run_train(args: argparse.Namespace) -> Path:
                    "test_cases": test_cases,
                    "selection": "inner validation split of the fold's training part; the test part is unseen",
                    "device": str(device),
-                   "world_size": dist_ctx.world_size, "train_seconds": round(train_seconds, 1)}
+                   "world_size": dist_ctx.world_size, "train_seconds": None if result.train_seconds is None else round(result.train_seconds, 1)}
         if cross_fit is not None:
             summary["cross_fit"] = cross_fit
         if args.stage == STUDENT:

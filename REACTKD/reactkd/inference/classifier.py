@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from reactkd.conformal import case_set, from_metadata
+from reactkd.conformal import case_set, check_level, from_metadata
 from reactkd.devices import is_out_of_memory, resolve_device
 from reactkd.errors import ModelPackageError, ReactKDError
 from reactkd.graph import RegionSet, head_region_labels
@@ -63,8 +63,6 @@ class Classifier:
     def __init__(self, model_dir: str | Path | None = None, device: str = "auto",
                  set_level: float | None = None) -> None:
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
-        from reactkd.conformal import check_level
-
         if set_level is not None:
             check_level(set_level)  # before the package is loaded: a typo costs nothing
         self.device = resolve_device(device)
@@ -174,13 +172,13 @@ class Classifier:
         adapter.last_output = None  # do not keep the case's tensors alive between calls
         timings["forward_gradcam"] = (time.perf_counter() - start) * 1000
         subsets, missing, reason = what_if_subsets(self.metadata, case.available)
-        probs = np.zeros((0, len(self.metadata["class_names"])))
+        asked = np.zeros((0, len(self.metadata["class_names"])))
         if subsets:
             start = time.perf_counter()
-            probs = what_if_probabilities(self.model, images, region_labels, subsets, self._memory_format,
+            asked = what_if_probabilities(self.model, images, region_labels, subsets, self._memory_format,
                                           self.temperature)
             timings["what_if"] = (time.perf_counter() - start) * 1000
-        outputs["what_if"] = what_if_table(subsets, probs, list(self.metadata["class_names"]), missing, reason)
+        outputs["what_if"] = what_if_table(subsets, asked, list(self.metadata["class_names"]), missing, reason)
         return outputs
 
     def _assemble(self, case: PreprocessedCase, regions: RegionSet, outputs: dict, timings: dict[str, float],

@@ -48,6 +48,7 @@ class TrainResult:
     best_epoch: int
     best_auc: float
     history: list[dict] = field(default_factory=list)
+    train_seconds: float | None = None  # every epoch's, across resumes (None: resumed from an older checkpoint)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -132,11 +133,11 @@ class Trainer:
     # -- loop ---------------------------------------------------------------------------------------------
     def run(self, resume: bool) -> TrainResult:
         ckpt = self.out_dir / CHECKPOINT_DIR
-        start_epoch, history, best_auc, best_epoch = 0, [], -math.inf, -1
+        start_epoch, history, best_auc, best_epoch, seconds = 0, [], -math.inf, -1, 0.0
         if resume and has_checkpoint(ckpt):
             info = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, self.run_description())
             start_epoch, history = info["epoch"] + 1, info["history"]
-            best_auc, best_epoch = info["best_auc"], info["best_epoch"]
+            best_auc, best_epoch, seconds = info["best_auc"], info["best_epoch"], info.get("train_seconds")
         elif has_checkpoint(ckpt) and self.dist.is_main:
             raise ConfigError(f"{self.out_dir} already holds a training run; pass --resume to continue it "
                               "or choose another --out")
@@ -147,8 +148,10 @@ class Trainer:
         for epoch in range(start_epoch, self.config.epochs):
             if self.config.early_stopping and best_epoch >= 0 and epoch - best_epoch > self.config.early_stopping:
                 break
+            started = time.monotonic()
             losses = self.train_epoch(epoch, steps, total)
             auc = self.validate()
+            seconds = None if seconds is None else seconds + time.monotonic() - started
             improved = not math.isnan(auc) and auc > best_auc
             if improved:
                 best_auc, best_epoch = auc, epoch
@@ -158,10 +161,10 @@ class Trainer:
                     self._save_best()
                 save_checkpoint(ckpt, self.model, self.optimizer, self.scheduler,
                                 {"epoch": epoch, "history": history, "best_auc": best_auc,
-                                 "best_epoch": best_epoch, "run": self.run_description()})
+                                 "best_epoch": best_epoch, "train_seconds": seconds, "run": self.run_description()})
             self.dist.barrier()
             self.progress.epoch_end(epoch, {**losses, "val_macro_auc": auc, "best_val_macro_auc": best_auc})
-        return TrainResult(self.out_dir, best_epoch, best_auc, history)
+        return TrainResult(self.out_dir, best_epoch, best_auc, history, seconds)
 
     def run_description(self) -> dict:
         """What a resumed run must share with its checkpoint: stage, settings, cases (ids and grades, in fit and
