@@ -60,8 +60,10 @@ def test_tumour_slices_pick_the_largest_area_then_spread():
     mask = np.zeros((20, 8, 8), dtype=np.uint8)
     mask[5:15, 2:4, 2:4] = 2
     mask[9, 1:7, 1:7] = 2
-    assert 9 in tumour_slices(mask) and len(tumour_slices(mask)) == 3
-    assert tumour_slices(np.ones((4, 4, 4), dtype=np.uint8)) == []
+    largest, slices = tumour_slices(mask)
+    assert largest == 9 and 9 in slices and len(slices) == 3 and slices == sorted(slices)
+    assert all(5 <= z < 15 for z in slices)
+    assert tumour_slices(np.ones((4, 4, 4), dtype=np.uint8)) == (None, [])
 
 
 PROBE = """<script>

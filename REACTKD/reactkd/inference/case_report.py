@@ -24,6 +24,7 @@ REPORT_FILE = "report.html"
 WINDOW_HU = (40.0, 400.0)  # level, width: soft tissue
 SLICES = 3
 HEAT_FLOOR = 0.05
+CROP_MARGIN = 10  # voxels around the liver in the cropped slices
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -63,34 +64,34 @@ def _png(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def tumour_slices(mask: np.ndarray, count: int = SLICES) -> list[int]:
-    """Axial slices through the tumours: the one of largest tumour area, then evenly through the others."""
+def tumour_slices(mask: np.ndarray, count: int = SLICES) -> tuple[int | None, list[int]]:
+    """(the axial slice of largest tumour area, up to `count` slices spread through the tumours, it included)."""
     area = np.count_nonzero(mask.reshape(len(mask), -1) == TUMOUR_CODE, axis=1)
     bearing = np.flatnonzero(area)
     if not len(bearing):
-        return []
-    picks = [int(np.argmax(area))] + [int(bearing[round(q * (len(bearing) - 1))]) for q in (0.2, 0.8, 0.5)]
-    return sorted(dict.fromkeys(picks))[:count]
+        return None, []
+    largest = int(np.argmax(area))
+    spread = [largest] + [int(bearing[round(q * (len(bearing) - 1))]) for q in (0.2, 0.8, 0.5)]
+    return largest, sorted(dict.fromkeys(spread[:count + 1]))[:count]
 
 
 def case_pictures(ct: sitk.Image, mask: sitk.Image, heat: sitk.Image) -> list[tuple[str, str]]:
     """(caption, data URI) pictures: the whole slice of largest tumour area, then slices through the tumours
-    cropped to the liver."""
+    cropped to the liver (with a margin)."""
     ct_a, mask_a, heat_a = _axial(ct), _axial(mask), _axial(heat)
-    slices = tumour_slices(mask_a)
-    if not slices:
+    largest, slices = tumour_slices(mask_a)
+    if largest is None:
         return []
     organ = np.any(mask_a > 0, axis=0)  # the liver's in-plane extent over all slices
     rows, cols = np.flatnonzero(organ.any(axis=1)), np.flatnonzero(organ.any(axis=0))
-    margin = 10
-    box = (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1), slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
-    main = max(range(len(slices)), key=lambda i: np.count_nonzero(mask_a[slices[i]] == TUMOUR_CODE))
-    pictures = [(f"slice {slices[main] + 1} of {len(mask_a)} (largest tumour area)",
-                 _png(_picture(ct_a[slices[main]], heat_a[slices[main]], mask_a[slices[main]] == TUMOUR_CODE)))]
-    for z in slices:
-        pictures.append((f"slice {z + 1}, liver region",
-                         _png(_picture(ct_a[z][box], heat_a[z][box], mask_a[z][box] == TUMOUR_CODE))))
-    return pictures
+    box = (slice(max(rows[0] - CROP_MARGIN, 0), rows[-1] + CROP_MARGIN + 1),
+           slice(max(cols[0] - CROP_MARGIN, 0), cols[-1] + CROP_MARGIN + 1))
+
+    def picture(z: int, crop=(slice(None), slice(None))) -> str:
+        return _png(_picture(ct_a[z][crop], heat_a[z][crop], mask_a[z][crop] == TUMOUR_CODE))
+
+    return [(f"slice {largest + 1} of {len(mask_a)} (largest tumour area)", picture(largest)),
+            *((f"slice {z + 1}, liver region", picture(z, box)) for z in slices)]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
