@@ -137,10 +137,13 @@ def test_save_package_interrupted_between_files_is_refused_not_misread(tmp_path,
 
 def test_classify_outputs_interrupted_leave_no_partial_set(tmp_path, monkeypatch):
     from reactkd.inference import outputs
+    from reactkd.inference.result import ClassificationResult
 
-    result = type("Result", (), {"attention_cbam": _image(0.5), "attention_gradcam": _image(0.25),
-                                 "graph": {"nodes": [], "edges": []}, "timings_ms": {},
-                                 "to_json": lambda self: {"grade": "well"}})()
+    result = ClassificationResult(grade="well", class_index=0, class_names=["well", "moderate", "poor"],
+                                  probabilities={"well": 0.6, "moderate": 0.3, "poor": 0.1},
+                                  attention_cbam=_image(0.5), attention_gradcam=_image(0.25),
+                                  graph={"nodes": [], "edges": []}, model={}, device="cpu", inputs=["ct"],
+                                  timings_ms={})
     out = tmp_path / "out"
     out.mkdir()
     (out / "result.json").write_text("earlier result\n")

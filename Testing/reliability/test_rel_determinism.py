@@ -40,4 +40,4 @@ def test_classify_twice_gives_identical_outputs(case_dir, tiny_package, tmp_path
         result.pop("timings_ms")
         outputs.append((files, result))
     assert outputs[0] == outputs[1]
-    assert set(outputs[0][0]) == {"attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json"}
+    assert set(outputs[0][0]) == {"attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json", "report.html"}

@@ -52,7 +52,7 @@ def test_a_second_patient_never_sits_beside_the_first_patients_scene(package, tm
     write_image(mask, tmp_path / "b_mask.nrrd")
     classify_into(out, tmp_path / "b_ct.nrrd", tmp_path / "b_mask.nrrd", package, capsys)
     assert sorted(p.name for p in out.iterdir()) == ["attention_cbam.nrrd", "attention_gradcam.nrrd", "graph.json",
-                                                     "my-notes.txt", "result.json"]
+                                                     "my-notes.txt", "report.html", "result.json"]
     assert notes.read_text() == "mine"  # not an output of the contract: never touched
 
 
