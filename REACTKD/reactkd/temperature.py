@@ -43,6 +43,12 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
     return fold
 
 
+def usable_folds(labels: np.ndarray, n_classes: int, folds: int = FOLDS) -> int:
+    """How many grade-stratified folds these cases allow (each fold needs a case of every grade); below 2:
+    no cross-fitting."""
+    return min(folds, int(np.bincount(labels, minlength=n_classes).min()) if len(labels) else 0)
+
+
 def cross_fitted(labels: np.ndarray, probs: np.ndarray, folds: int = FOLDS, seed: int = 0) -> tuple[np.ndarray,
                                                                                                      list[float]]:
     """(each case's probabilities under the temperature fitted on the other folds, the fold temperatures)."""
@@ -59,7 +65,7 @@ def cross_fitted(labels: np.ndarray, probs: np.ndarray, folds: int = FOLDS, seed
 def choose_temperature(labels, probs, folds: int = FOLDS) -> dict:
     """The package's ``temperature`` block: the value to apply (1 unless cross-fitting shows a gain) and why."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
-    folds = min(folds, int(np.bincount(labels).min()) if len(labels) else 0)
+    folds = usable_folds(labels, probs.shape[1], folds)
     if folds < 2:
         return {"value": 1.0, "applied": False, "why": "too few validation cases of some grade to cross-fit"}
     scaled, per_fold = cross_fitted(labels, probs, folds)

@@ -13,7 +13,7 @@ import numpy as np
 
 from reactkd.evaluation.metrics import brier_score
 from reactkd.evaluation.study import classwise_ece
-from reactkd.temperature import FOLDS, cross_fitted, nll
+from reactkd.temperature import cross_fitted, nll, usable_folds
 
 
 def _scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -34,7 +34,7 @@ def calibration_report(labels, probs, n_bootstrap: int = 500, seed: int = 0) -> 
     probs = probs / probs.sum(axis=1, keepdims=True)
     report = {"n": int(len(labels)), "ece_definition": "classwise, 10 equal-width bins, mean over grades",
               "before": _with_ci(labels, probs, n_bootstrap, seed)}
-    folds = min(FOLDS, int(np.bincount(labels, minlength=probs.shape[1]).min()))
+    folds = usable_folds(labels, probs.shape[1])
     if folds < 2:
         report["temperature"] = {"unavailable": "fewer than 2 cases of some grade: no cross-fitted temperature"}
         return report
